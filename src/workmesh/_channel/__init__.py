@@ -1,0 +1,72 @@
+"""Typed channels (layer L3): mpsc, oneshot and rpc on top of untyped ports.
+
+Importing this package registers every endpoint class with the codec as a
+resource kind, so endpoints can sit anywhere inside an encoded message.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .._wire import ResourceKind, register_resource_kind
+from . import _mpsc, _oneshot
+from ._mpsc import Receiver, Sender, channel, mpsc_channel
+from ._oneshot import OneshotReceiver, OneshotSender, oneshot
+from ._rpc import Err, FailableRpc, Ok, Rpc
+
+
+def _arg(declared: Any) -> Any:
+    args = getattr(declared, "__args__", None)
+    return args[0] if args else object
+
+
+register_resource_kind(
+    ResourceKind(
+        2,
+        Sender,
+        _mpsc.sender_to_port,
+        lambda port, tp: _mpsc.sender_from_port(port, _arg(tp)),
+        lambda obj, tp: _mpsc.retype(obj, _arg(tp)),
+    )
+)
+register_resource_kind(
+    ResourceKind(
+        3,
+        Receiver,
+        _mpsc.receiver_to_port,
+        lambda port, tp: _mpsc.receiver_from_port(port, _arg(tp)),
+        lambda obj, tp: _mpsc.retype(obj, _arg(tp)),
+    )
+)
+register_resource_kind(
+    ResourceKind(
+        4,
+        OneshotSender,
+        _oneshot.oneshot_sender_to_port,
+        lambda port, tp: _oneshot.oneshot_sender_from_port(port, _arg(tp)),
+        lambda obj, tp: _oneshot.retype_oneshot(obj, _arg(tp)),
+    )
+)
+register_resource_kind(
+    ResourceKind(
+        5,
+        OneshotReceiver,
+        _oneshot.oneshot_receiver_to_port,
+        lambda port, tp: _oneshot.oneshot_receiver_from_port(port, _arg(tp)),
+        lambda obj, tp: _oneshot.retype_oneshot(obj, _arg(tp)),
+    )
+)
+
+__all__ = [
+    "Err",
+    "FailableRpc",
+    "Ok",
+    "OneshotReceiver",
+    "OneshotSender",
+    "Receiver",
+    "Rpc",
+    "Sender",
+    "channel",
+    "mpsc_channel",
+    "oneshot",
+]

@@ -1,0 +1,542 @@
+"""Multi-producer, single-consumer channels: ``Sender`` and ``Receiver``.
+
+A channel starts as an in-memory queue shared by its ends: ``send`` appends the
+object itself (no copy, no encoding) and wakes the receiver.  When an end is
+encoded into a message it is *promoted* to ports, one way:
+
+* encoding a ``Sender`` gives a fresh port pair; the far end is attached to the
+  receiver (directly when the receiver is here, through an ATTACH control message
+  when the receiver has moved away), so every serialized sender is its own ordered
+  stream into the receiver;
+* encoding a ``Receiver`` re-sends what it had buffered through a new port, then
+  attaches the ports it was listening to, and from then on the local senders
+  encode their messages and send them through that port.
+
+Receiver sources are the local senders plus the attached ports.  The channel is
+closed when no source is left and nothing is queued.  A failed port surfaces as
+:class:`~workmesh.ChannelFailed` only if it was the last source and nothing is
+queued; otherwise the failure is logged and the channel ends, later, as closed.
+
+Locks.  Each channel has a re-entrant lock.  The node calls the channel's handler
+with the node lock held and the handler takes the channel lock; so code that holds
+the channel lock never calls into the node, except while converting a receiver,
+after every handler of that channel has been removed.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import deque
+from collections.abc import AsyncIterator, Iterator
+from time import monotonic as _monotonic
+from typing import Any, Final, Generic, NoReturn, TypeVar, cast
+
+from .._errors import (
+    ChannelClosed,
+    ChannelEmpty,
+    ChannelErrorKind,
+    ChannelFailed,
+    NodeError,
+    PayloadError,
+)
+from .._node import Port, local_node
+from .._wire import Codec, Payload, codec_for
+from ._waiter import AsyncWaiter, ThreadWaiter, Waiter
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+# A control message on an mpsc port: "attach the port I carry as another sender".
+# A fixext1 of code 127 is never the start of an encoded workmesh value.
+ATTACH: Final = b"\xd4\x7f\x00"
+
+
+class _FromPort:
+    __slots__ = ("payload", "port")
+
+    def __init__(self, port: Port, payload: Payload) -> None:
+        self.port = port
+        self.payload = payload
+
+
+class _PortEnd:
+    __slots__ = ("error", "port")
+
+    def __init__(self, port: Port, error: ChannelFailed | None) -> None:
+        self.port = port
+        self.error = error
+
+
+class _Attach:
+    __slots__ = ("port",)
+
+    def __init__(self, port: Port) -> None:
+        self.port = port
+
+
+class _Core:
+    """The state one channel's ends share."""
+
+    __slots__ = (
+        "__weakref__",
+        "codec_type",
+        "corrupt",
+        "items",
+        "lock",
+        "ports",
+        "receiver_alive",
+        "remote",
+        "senders",
+        "waiter",
+    )
+
+    def __init__(self, tp: Any) -> None:
+        self.lock = threading.RLock()
+        self.items: deque[Any] = deque()
+        self.senders = 0
+        self.ports: set[Port] = set()
+        self.corrupt: set[Port] = set()
+        self.receiver_alive = True
+        self.remote: Port | None = None
+        self.waiter: Waiter | None = None
+        self.codec_type = tp
+
+    @property
+    def codec(self) -> Codec:
+        return codec_for(self.codec_type)
+
+    def take_waiter(self) -> Waiter | None:
+        waiter, self.waiter = self.waiter, None
+        return waiter
+
+    # PortHandler: runs under the node lock; records and defers the wake-up.
+    def port_message(self, port: Port, payload: Payload, wakes: list[Any]) -> None:
+        item: Any = _Attach(payload.resources[0]) if payload.data == ATTACH else None
+        with self.lock:
+            self.items.append(item if item is not None else _FromPort(port, payload))
+            waiter = self.take_waiter()
+        if waiter is not None:
+            wakes.append(waiter.wake)
+
+    def port_closed(self, port: Port, wakes: list[Any]) -> None:
+        self._port_end(port, None, wakes)
+
+    def port_failed(self, port: Port, error: NodeError, wakes: list[Any]) -> None:
+        kind = (
+            ChannelErrorKind.CORRUPTION if port in self.corrupt else ChannelErrorKind.NODE_FAILURE
+        )
+        self._port_end(port, ChannelFailed(kind, error), wakes)
+
+    def _port_end(self, port: Port, error: ChannelFailed | None, wakes: list[Any]) -> None:
+        with self.lock:
+            self.items.append(_PortEnd(port, error))
+            waiter = self.take_waiter()
+        if waiter is not None:
+            wakes.append(waiter.wake)
+
+
+_EMPTY: Final = object()
+
+
+class Sender(Generic[T]):
+    """The sending end of a channel; clone it for more producers.  Never blocks."""
+
+    __slots__ = ("__weakref__", "_core")
+
+    def __init__(self, core: _Core) -> None:
+        self._core: _Core | None = core
+
+    def _live_core(self) -> _Core:
+        core = self._core
+        if core is None:
+            raise RuntimeError("this Sender is closed (or was sent inside a message)")
+        return core
+
+    def send(self, msg: T) -> None:
+        """Queue ``msg`` for the receiver; dropped if the receiver is gone."""
+        core = self._live_core()
+        if core.remote is None:
+            with core.lock:
+                if core.remote is None:
+                    if core.receiver_alive:
+                        core.items.append(msg)
+                        waiter = core.take_waiter()
+                    else:
+                        waiter = None
+                    if waiter is not None:
+                        waiter.wake()
+                    return
+        core.remote.send(core.codec.encode(msg))
+
+    def clone(self) -> Sender[T]:
+        core = self._live_core()
+        with core.lock:
+            core.senders += 1
+        return Sender(core)
+
+    def close(self) -> None:
+        core, self._core = self._core, None
+        if core is not None:
+            _release_sender(core)
+
+    def is_closed(self) -> bool:
+        """True when messages can no longer arrive (receiver gone, or its port failed)."""
+        core = self._core
+        if core is None:
+            return True
+        if core.remote is not None:
+            return core.remote.is_closed()
+        return not core.receiver_alive
+
+    def bridge(self, receiver: Receiver[T]) -> None:
+        """Forward everything sent to ``receiver``'s channel into this sender's channel."""
+        _bridge(self, receiver)
+
+    async def call(self, make: Any, input: Any) -> Any:
+        from ._rpc import call  # noqa: PLC0415 - rpc builds on this module
+
+        return await call(self, make, input)
+
+    async def call_failable(self, make: Any, input: Any) -> Any:
+        from ._rpc import call_failable  # noqa: PLC0415
+
+        return await call_failable(self, make, input)
+
+    def __enter__(self) -> Sender[T]:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self._core is None else ("port" if self._core.remote else "local")
+        return f"<Sender {state}>"
+
+    def __reduce__(self) -> NoReturn:
+        raise TypeError("Sender is not picklable; send it inside a workmesh message")
+
+
+def _release_sender(core: _Core) -> None:
+    with core.lock:
+        core.senders -= 1
+        last = core.senders == 0
+        remote = core.remote if last else None
+        waiter = core.take_waiter() if last and remote is None else None
+    if waiter is not None:
+        waiter.wake()
+    if remote is not None:
+        remote.close()
+
+
+class Receiver(Generic[T]):
+    """The receiving end of a channel.  ``await recv()``, or iterate."""
+
+    __slots__ = ("__weakref__", "_core", "_terminated")
+
+    def __init__(self, core: _Core) -> None:
+        self._core: _Core | None = core
+        self._terminated = False
+
+    def _live_core(self) -> _Core:
+        core = self._core
+        if core is None:
+            raise RuntimeError("this Receiver is closed (or was sent inside a message)")
+        return core
+
+    # ----------------------------------------------------------------- receiving
+    def _poll(self) -> Any:
+        """One message, or _EMPTY; raises ChannelClosed / ChannelFailed at the end."""
+        core = self._live_core()
+        while True:
+            with core.lock:
+                if core.items:
+                    item = core.items.popleft()
+                elif core.senders == 0 and not core.ports:
+                    self._terminated = True
+                    raise ChannelClosed()
+                else:
+                    return _EMPTY
+            cls = type(item)
+            if cls is _FromPort:
+                value = self._decode(core, item)
+                if value is not _EMPTY:
+                    return value
+            elif cls is _PortEnd:
+                self._on_port_end(core, item)
+            elif cls is _Attach:
+                with core.lock:
+                    core.ports.add(item.port)
+                item.port.set_handler(core)
+            else:
+                return item
+
+    def _decode(self, core: _Core, item: _FromPort) -> Any:
+        try:
+            return core.codec.decode(item.payload)
+        except PayloadError as exc:
+            log.warning("message corruption on %r: %s", item.port, exc)
+            with core.lock:
+                core.corrupt.add(item.port)
+            item.port.fail(NodeError("failed to parse message", cause=exc))
+            return _EMPTY
+
+    def _on_port_end(self, core: _Core, item: _PortEnd) -> None:
+        with core.lock:
+            core.ports.discard(item.port)
+            core.corrupt.discard(item.port)
+            last = not core.items and core.senders == 0 and not core.ports
+        if item.error is None:
+            return
+        if last:
+            self._terminated = True
+            raise item.error
+        log.info("a sender of the channel failed, others remain: %s", item.error)
+
+    def try_recv(self) -> T:
+        """A queued message, or raise ChannelEmpty / ChannelClosed / ChannelFailed."""
+        value = self._poll()
+        if value is _EMPTY:
+            raise ChannelEmpty()
+        return cast(T, value)
+
+    async def recv(self) -> T:
+        while True:
+            value = self._poll()
+            if value is not _EMPTY:
+                return cast(T, value)
+            waiter = AsyncWaiter()
+            if self._park(waiter):
+                try:
+                    await waiter.fut
+                finally:
+                    self._unpark(waiter)
+
+    def recv_blocking(self, timeout: float | None = None) -> T:
+        """Block this thread for a message; raises TimeoutError after ``timeout`` s."""
+        deadline = None if timeout is None else _monotonic() + timeout
+        while True:
+            value = self._poll()
+            if value is not _EMPTY:
+                return cast(T, value)
+            waiter = ThreadWaiter()
+            if self._park(waiter):
+                remaining = None if deadline is None else deadline - _monotonic()
+                woken = waiter.wait(remaining)
+                self._unpark(waiter)
+                if not woken:
+                    raise TimeoutError(f"no message within {timeout} s")
+
+    def _park(self, waiter: Waiter) -> bool:
+        """Register ``waiter`` unless something arrived meanwhile."""
+        core = self._live_core()
+        with core.lock:
+            if core.items or (core.senders == 0 and not core.ports):
+                return False
+            core.waiter = waiter
+            return True
+
+    def _unpark(self, waiter: Waiter) -> None:
+        core = self._core
+        if core is not None:
+            with core.lock:
+                if core.waiter is waiter:
+                    core.waiter = None
+
+    def __aiter__(self) -> AsyncIterator[T]:
+        return self._aiter()
+
+    async def _aiter(self) -> AsyncIterator[T]:
+        while True:
+            try:
+                yield await self.recv()
+            except ChannelClosed:
+                return
+            except ChannelFailed as exc:
+                log.info("channel iteration ended by failure: %s", exc)
+                return
+
+    def __iter__(self) -> Iterator[T]:
+        while True:
+            try:
+                yield self.recv_blocking()
+            except ChannelClosed:
+                return
+            except ChannelFailed as exc:
+                log.info("channel iteration ended by failure: %s", exc)
+                return
+
+    # ----------------------------------------------------------------- the rest
+    def sender(self) -> Sender[T]:
+        """A new sender for this channel (re-opens it after it was closed)."""
+        core = self._live_core()
+        with core.lock:
+            core.senders += 1
+        self._terminated = False
+        return Sender(core)
+
+    def is_terminated(self) -> bool:
+        core = self._core
+        if core is None or self._terminated:
+            return True
+        with core.lock:
+            return core.senders == 0 and not core.ports and not core.items
+
+    def bridge(self, sender: Sender[T]) -> None:
+        _bridge(sender, self)
+
+    def close(self) -> None:
+        core, self._core = self._core, None
+        if core is None:
+            return
+        with core.lock:
+            core.receiver_alive = False
+            items, core.items = core.items, deque()
+            ports, core.ports = core.ports, set()
+        _discard_items(items)
+        for port in ports:
+            port.close()
+
+    def __enter__(self) -> Receiver[T]:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<Receiver {'closed' if self._core is None else 'open'}>"
+
+    def __reduce__(self) -> NoReturn:
+        raise TypeError("Receiver is not picklable; send it inside a workmesh message")
+
+
+def _discard_items(items: deque[Any]) -> None:
+    for item in items:
+        if isinstance(item, _FromPort):
+            item.payload.discard()
+        elif isinstance(item, _Attach):
+            item.port.close()
+
+
+def channel(tp: Any = object) -> tuple[Sender[Any], Receiver[Any]]:
+    """A new multi-producer, single-consumer channel carrying ``tp`` values."""
+    core = _Core(tp)
+    core.senders = 1
+    return Sender(core), Receiver(core)
+
+
+mpsc_channel = channel
+
+
+# --------------------------------------------------------------------------------------
+# Promotion: endpoints to ports and back.
+
+
+def sender_to_port(sender: Sender[Any]) -> Port:
+    """Move a sender into a port (the sender object is used up)."""
+    core = sender._live_core()
+    sender._core = None
+    node = local_node()
+    with core.lock:
+        remote = core.remote
+        sole = core.senders == 1
+        if remote is not None and sole:
+            core.senders = 0
+            return remote
+        if remote is None and core.receiver_alive:
+            a, b = node.new_pair()
+            core.ports.add(b)
+            core.senders -= 1
+        else:
+            a, b = node.new_pair()
+    if remote is None and core.receiver_alive:
+        b.set_handler(core)
+    elif remote is not None:
+        remote.send(Payload(ATTACH, [b]))
+        _release_sender(core)
+    else:
+        b.close()
+        _release_sender(core)
+    return a
+
+
+def receiver_to_port(receiver: Receiver[Any]) -> Port:
+    """Move a receiver into a port; local senders then send through that port."""
+    core = receiver._live_core()
+    with core.lock:
+        ports = list(core.ports)
+    for port in ports:
+        port.remove_handler()  # from here on the node never calls into this channel
+    with core.lock:
+        if len(ports) == 1 and not core.items and core.senders == 0:
+            receiver._core = None
+            core.ports.clear()
+            core.receiver_alive = False
+            return ports[0]
+        try:
+            buffered = [_as_payload(core, item) for item in core.items]
+        except PayloadError:
+            # Nothing has moved yet: give the receiver its ports back and let the
+            # caller see why its message cannot be sent.
+            for port in ports:
+                port.set_handler(core)
+            raise
+        receiver._core = None
+        send, recv = local_node().new_pair()
+        core.items.clear()
+        for payload in buffered:
+            if payload is not None:
+                send.send(payload)
+        core.ports.clear()
+        core.remote = send
+        no_senders = core.senders == 0
+    for port in ports:
+        send.send(Payload(ATTACH, [port]))
+    if no_senders:
+        send.close()
+    return recv
+
+
+def _as_payload(core: _Core, item: Any) -> Payload | None:
+    if isinstance(item, _FromPort):
+        return item.payload
+    if isinstance(item, _Attach):
+        return Payload(ATTACH, [item.port])
+    if isinstance(item, _PortEnd):
+        return None
+    return core.codec.encode(item)
+
+
+def sender_from_port(port: Port, tp: Any = object) -> Sender[Any]:
+    core = _Core(tp)
+    core.remote = port
+    core.senders = 1
+    core.receiver_alive = False
+    return Sender(core)
+
+
+def receiver_from_port(port: Port, tp: Any = object) -> Receiver[Any]:
+    core = _Core(tp)
+    core.ports.add(port)
+    port.set_handler(core)
+    return Receiver(core)
+
+
+def retype(endpoint: Sender[Any] | Receiver[Any], tp: Any) -> Any:
+    core = endpoint._core
+    if core is not None:
+        core.codec_type = tp
+    return endpoint
+
+
+def _bridge(sender: Sender[Any], receiver: Receiver[Any]) -> None:
+    a = sender_to_port(sender)
+    b = receiver_to_port(receiver)
+    b.bridge(a)

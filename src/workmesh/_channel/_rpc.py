@@ -1,0 +1,160 @@
+"""Request/response over channels: ``Rpc`` and ``FailableRpc``.
+
+An ``Rpc[I, R]`` is an input plus the ``OneshotSender[R]`` its answer goes back
+on.  Both are msgspec Structs, so a request can sit anywhere inside a message and
+cross processes.  ``Sender.call(make, input)`` builds the oneshot, sends
+``make(rpc)`` and awaits the answer.  To decode an answer that comes back from
+another process the caller must know ``R``: it is read from the declared type of
+the field that holds the rpc in the message (or of the channel itself, when the
+message *is* the rpc), and can be given explicitly with ``reply_type=``.
+"""
+
+from __future__ import annotations
+
+import inspect
+import typing
+from collections.abc import Awaitable, Callable
+from typing import Any, Generic, TypeVar
+
+import msgspec
+
+from .._errors import RemoteError
+from ._oneshot import OneshotSender, oneshot, retype_oneshot
+
+I = TypeVar("I")  # noqa: E741 - the api's name for an rpc's input type
+R = TypeVar("R")
+
+
+class Rpc(msgspec.Struct, Generic[I, R], array_like=True):
+    """A request: ``input`` and where to send the answer."""
+
+    input: I
+    reply: OneshotSender[R]
+
+    def complete(self, value: R) -> None:
+        self.reply.send(value)
+
+    def handle_sync(self, fn: Callable[[I], R]) -> None:
+        self.complete(fn(self.input))
+
+    async def handle(self, fn: Callable[[I], R | Awaitable[R]]) -> None:
+        result = fn(self.input)
+        if inspect.isawaitable(result):
+            result = await result
+        self.complete(typing.cast(R, result))
+
+
+class Ok(msgspec.Struct, Generic[R], tag=0, array_like=True):
+    value: R
+
+
+class Err(msgspec.Struct, tag=1, array_like=True):
+    error: RemoteError
+
+
+class FailableRpc(msgspec.Struct, Generic[I, R], array_like=True):
+    """A request whose handler may fail; the caller then gets a ``RemoteError``."""
+
+    input: I
+    reply: OneshotSender[Ok[R] | Err]
+
+    def complete(self, value: R) -> None:
+        self.reply.send(Ok(value))
+
+    def fail(self, exc: BaseException) -> None:
+        self.reply.send(Err(RemoteError.from_exception(exc)))
+
+    def handle_sync(self, fn: Callable[[I], R]) -> None:
+        self.complete(fn(self.input))
+
+    async def handle(self, fn: Callable[[I], R | Awaitable[R]]) -> None:
+        result = fn(self.input)
+        if inspect.isawaitable(result):
+            result = await result
+        self.complete(typing.cast(R, result))
+
+    async def handle_failable(self, fn: Callable[[I], R | Awaitable[R]]) -> None:
+        try:
+            result = fn(self.input)
+            if inspect.isawaitable(result):
+                result = await result
+        except Exception as exc:
+            self.fail(exc)
+        else:
+            self.complete(typing.cast(R, result))
+
+    def handle_failable_sync(self, fn: Callable[[I], R]) -> None:
+        try:
+            result = fn(self.input)
+        except Exception as exc:
+            self.fail(exc)
+        else:
+            self.complete(result)
+
+
+_field_cache: dict[tuple[type[Any], type[Any]], tuple[str, Any] | None] = {}
+
+
+def _rpc_field(msg_type: type[Any], rpc_cls: type[Any]) -> tuple[str, Any] | None:
+    """The (field name, reply type) of the one field of ``msg_type`` that holds an rpc."""
+    key = (msg_type, rpc_cls)
+    if key not in _field_cache:
+        found = None
+        try:
+            hints = typing.get_type_hints(msg_type)
+        except Exception:
+            hints = {}
+        for name, hint in hints.items():
+            if typing.get_origin(hint) is rpc_cls:
+                found = (name, typing.get_args(hint)[1])
+                break
+        _field_cache[key] = found
+    return _field_cache[key]
+
+
+def _reply_type(channel_type: Any, msg: Any, rpc: Any) -> Any:
+    rpc_cls = type(rpc)
+    if msg is rpc:
+        if typing.get_origin(channel_type) is rpc_cls:
+            return typing.get_args(channel_type)[1]
+        return object
+    field = _rpc_field(type(msg), rpc_cls)
+    if field is not None and getattr(msg, field[0], None) is rpc:
+        return field[1]
+    return object
+
+
+async def call(
+    sender: Any,
+    make: Callable[[Any], Any],
+    input: Any,
+    *,
+    reply_type: Any = None,
+) -> Any:
+    tx, rx = oneshot()
+    rpc = Rpc(input, tx)
+    msg = make(rpc)
+    core = sender._live_core()
+    retype_oneshot(rx, reply_type or _reply_type(core.codec_type, msg, rpc))
+    sender.send(msg)
+    return await rx
+
+
+async def call_failable(
+    sender: Any,
+    make: Callable[[Any], Any],
+    input: Any,
+    *,
+    reply_type: Any = None,
+) -> Any:
+    tx, rx = oneshot()
+    rpc = FailableRpc(input, tx)
+    msg = make(rpc)
+    core = sender._live_core()
+    value_type = reply_type or _reply_type(core.codec_type, msg, rpc)
+    retype_oneshot(rx, Ok[value_type] | Err)  # type: ignore[valid-type]  # built at run time
+    sender.send(msg)
+    outcome = await rx
+    if isinstance(outcome, Err):
+        raise outcome.error
+    return outcome.value

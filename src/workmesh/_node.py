@@ -1,0 +1,839 @@
+"""Ports and the local node (layer L2): a synchronous, sans-I/O state machine.
+
+Theory of operation
+-------------------
+A *port* is one end of an untyped, bidirectional stream of messages (a
+:class:`~workmesh._wire.Payload` each).  Ports come in pairs; each port knows its
+*peer*.  A peer is either another port object of the same node, or the address
+``(node id, port id)`` of a port on a remote node.  Every process has one
+:class:`LocalNode`; tests may build several and join them with an in-memory
+transport.
+
+Ordering.  Every event a port sends to its peer carries a sequence number from the
+sender's ``next_local_seq`` (starting at 1).  The receiver processes events in
+strict sequence order and parks early ones in a heap, so ordering does not depend
+on which route an event took.  Two events are out of band (sequence 0): FailPort,
+which overtakes queued data, and AcknowledgePort.
+
+Close and failure.  Close is a handshake: the closer sends ``close`` and stays
+registered until its peer echoes it.  Failure is immediate: a failing port sends
+FailPort to its peer (or onward to its target when it is a proxy), and a node that
+is lost fails every port whose peer or target lives there.
+
+Migration (sending port P, whose peer is Q, to node B).  P picks the new id X,
+reserves one sequence number for a later ChangePeer, becomes SENDING and writes a
+:class:`~workmesh._wire.PortRecord`.  B creates X peered with Q and acknowledges
+to P.  On the acknowledgement P forwards to X everything it holds, becomes
+PROXYING and sends Q ``ChangePeer(X, delta)`` with the reserved number.  Q answers
+AcknowledgeChangePeer to P (at its own next number) and from then on talks to X
+directly, shifting its numbering by ``delta`` so that X sees one gapless sequence.
+``delta`` is ``next_peer_seq - fwd_seq + 1``: the acknowledgement spends one of
+Q's numbers that is never forwarded.  P retires when the acknowledgement arrives
+in order; until then it forwards whatever Q sends.  Bridging two ports is the same
+dance done by both at once.
+
+Locking.  One re-entrant lock per node guards every port of that node.  Work is
+done iteratively through a queue of (port, event) pairs, never by recursion.
+Handlers run under the lock and must only record what happened; the wake-up
+callables they append are run after the lock is released.  Frames for remote
+nodes are appended to per-node outboxes; the transport is told (after the lock is
+released) that an outbox has something, and drains it.  This module performs no
+I/O of its own.
+"""
+
+from __future__ import annotations
+
+import enum
+import heapq
+import itertools
+import logging
+import threading
+from collections import deque
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from ._errors import NodeError, PayloadError, WorkmeshError
+from ._fd import OwnedFd
+from ._ids import ZERO_ID, NodeId, PortId, new_node_id, new_port_id, node_name, port_name
+from ._wire import (
+    AckChangePeerFrame,
+    AckPortFrame,
+    ChangePeerFrame,
+    FailPortFrame,
+    FdRecord,
+    Frame,
+    MessageFrame,
+    Payload,
+    PortRecord,
+    decode_frame,
+    encode_frame,
+)
+
+log = logging.getLogger(__name__)
+
+Wake = Callable[[], None]
+Address = tuple[NodeId, PortId]
+
+
+class ProtocolError(WorkmeshError):
+    """A remote node broke the protocol (the connection to it should be cut)."""
+
+
+class PortState(enum.Enum):
+    PEERED = "peered"
+    SENDING = "sending"
+    PROXYING = "proxying"
+    DONE = "done"
+    FAILED = "failed"
+
+
+# Legal transitions: (state, event) -> new state.  Failure is legal from every live
+# state and is handled separately.
+_TRANSITIONS: dict[tuple[PortState, str], PortState] = {
+    (PortState.PEERED, "send_away"): PortState.SENDING,
+    (PortState.PEERED, "bridge"): PortState.PROXYING,
+    (PortState.PEERED, "closed"): PortState.DONE,
+    (PortState.SENDING, "ack_port"): PortState.PROXYING,
+    (PortState.PROXYING, "ack_change_peer"): PortState.DONE,
+    (PortState.DONE, "drop"): PortState.DONE,
+}
+
+
+class IllegalTransition(WorkmeshError):
+    pass
+
+
+class PortHandler(Protocol):
+    """Receives a port's events.  Runs under the node lock: record, don't act."""
+
+    def port_message(self, port: Port, payload: Payload, wakes: list[Wake]) -> None: ...
+
+    def port_closed(self, port: Port, wakes: list[Wake]) -> None: ...
+
+    def port_failed(self, port: Port, error: NodeError, wakes: list[Wake]) -> None: ...
+
+
+# Event kinds inside a node.
+MESSAGE, CHANGE_PEER, ACK_CHANGE_PEER, ACK_PORT, FAIL_PORT = 1, 3, 4, 5, 6
+
+Peer = "Port | Address"
+
+
+class _Event:
+    __slots__ = ("close", "delta", "error", "kind", "new_peer", "payload", "seq")
+
+    def __init__(
+        self,
+        kind: int,
+        seq: int = 0,
+        *,
+        payload: Payload | None = None,
+        close: bool = False,
+        new_peer: Port | Address | None = None,
+        delta: int = 0,
+        error: NodeError | None = None,
+    ) -> None:
+        self.kind = kind
+        self.seq = seq
+        self.payload = payload
+        self.close = close
+        self.new_peer = new_peer
+        self.delta = delta
+        self.error = error
+
+
+_tiebreak = itertools.count()
+
+
+class Port:
+    """One end of a message stream.  Create pairs with :meth:`LocalNode.new_pair`."""
+
+    __slots__ = (
+        "__weakref__",
+        "closed_local",
+        "early",
+        "error",
+        "fwd_seq",
+        "handler",
+        "held",
+        "id",
+        "next_local_seq",
+        "next_peer_seq",
+        "node",
+        "peer",
+        "queue",
+        "registered",
+        "reserved_seq",
+        "state",
+        "target",
+    )
+
+    def __init__(self, node: LocalNode, port_id: PortId | None = None) -> None:
+        self.node = node
+        self.id = port_id if port_id is not None else new_port_id()
+        self.state = PortState.PEERED
+        self.peer: Port | Address | None = None
+        self.target: Port | Address | None = None
+        self.next_local_seq = 1
+        self.next_peer_seq = 1
+        self.early: list[tuple[int, int, _Event]] = []
+        self.handler: PortHandler | None = None
+        self.queue: deque[Payload] = deque()
+        self.held: list[_Event] = []
+        self.closed_local = False
+        self.error: NodeError | None = None
+        self.fwd_seq = 1
+        self.reserved_seq = 0
+        self.registered = False
+
+    # Public operations delegate to the node, which takes the lock.
+    def send(self, payload: Payload) -> None:
+        self.node.send(self, payload)
+
+    def close(self) -> None:
+        self.node.close(self)
+
+    def fail(self, error: NodeError) -> None:
+        self.node.fail(self, error)
+
+    def set_handler(self, handler: PortHandler) -> None:
+        self.node.set_handler(self, handler)
+
+    def remove_handler(self) -> None:
+        self.node.remove_handler(self)
+
+    def bridge(self, other: Port) -> None:
+        self.node.bridge(self, other)
+
+    def is_closed(self) -> bool:
+        """True once the peer is gone: closed, or failed."""
+        return self.state in (PortState.DONE, PortState.FAILED)
+
+    def __repr__(self) -> str:
+        return f"<Port {port_name(self.id)} {self.state.value}>"
+
+
+class LinkState(enum.Enum):
+    QUEUING = "queuing"
+    ACTIVE = "active"
+    FAILED = "failed"
+
+
+class _Link:
+    """A remote node as this node sees it; frames wait in the outbox for the transport."""
+
+    __slots__ = ("error", "node_id", "notify", "outbox", "state")
+
+    def __init__(self, node_id: NodeId) -> None:
+        self.node_id = node_id
+        self.state = LinkState.QUEUING
+        self.outbox: list[tuple[bytes, list[OwnedFd]]] = []
+        self.notify: Wake | None = None
+        self.error: NodeError | None = None
+
+
+class LocalNode:
+    """All ports of one process (or, in tests, of one simulated node)."""
+
+    def __init__(self, node_id: NodeId | None = None) -> None:
+        self.id = node_id if node_id is not None else new_node_id()
+        self._lock = threading.RLock()
+        self._owner = 0  # thread id holding the lock in an operation, else 0
+        self._ports: dict[PortId, Port] = {}
+        self._links: dict[NodeId, _Link] = {}
+        self._failed_nodes: dict[NodeId, NodeError] = {}
+        self._work: deque[tuple[Port, _Event]] = deque()
+        self._wakes: list[Wake] = []
+        self._deferred_closes: list[Port] = []
+        self.on_unknown_node: Callable[[NodeId], None] | None = None
+
+    def __repr__(self) -> str:
+        return f"<LocalNode {node_name(self.id)}>"
+
+    # ----------------------------------------------------------------- locking
+    def _enter(self) -> None:
+        self._lock.acquire()
+        self._owner = threading.get_ident()
+
+    def _leave(self) -> None:
+        """Finish queued work, release the lock, then run the collected wake-ups."""
+        try:
+            self._pump()
+            while self._deferred_closes:
+                port = self._deferred_closes.pop()
+                self._close(port)
+                self._pump()
+            wakes, self._wakes = self._wakes, []
+        finally:
+            self._owner = 0
+            self._lock.release()
+        for wake in wakes:
+            wake()
+
+    def in_operation(self) -> bool:
+        """True when the calling thread is inside one of this node's operations."""
+        return self._owner == threading.get_ident()
+
+    # ----------------------------------------------------------------- ports
+    def new_pair(self) -> tuple[Port, Port]:
+        a, b = Port(self), Port(self)
+        a.peer, b.peer = b, a
+        return a, b
+
+    def port_count(self) -> int:
+        """Ports registered for cross-node routing (diagnostics and tests)."""
+        return len(self._ports)
+
+    def _register(self, port: Port) -> None:
+        if not port.registered:
+            port.registered = True
+            self._ports[port.id] = port
+
+    def _deregister(self, port: Port) -> None:
+        if port.registered:
+            port.registered = False
+            self._ports.pop(port.id, None)
+
+    def _transition(self, port: Port, event: str) -> None:
+        new = _TRANSITIONS.get((port.state, event))
+        if new is None:
+            raise IllegalTransition(
+                f"port {port_name(port.id)}: event {event!r} is not allowed in state "
+                f"{port.state.value!r}"
+            )
+        port.state = new
+
+    # ----------------------------------------------------------------- user operations
+    def send(self, port: Port, payload: Payload) -> None:
+        self._enter()
+        try:
+            if port.state is PortState.PEERED and not port.closed_local:
+                self._send_peer(port, _Event(MESSAGE, payload=payload))
+            else:
+                self._drop_payload(payload)
+        finally:
+            self._leave()
+
+    def close(self, port: Port) -> None:
+        """Close a port.  Safe to call from a finalizer, even inside an operation."""
+        if self.in_operation():
+            self._deferred_closes.append(port)
+            return
+        self._enter()
+        try:
+            self._close(port)
+        finally:
+            self._leave()
+
+    def _close(self, port: Port) -> None:
+        port.handler = None
+        queued, port.queue = port.queue, deque()
+        for payload in queued:
+            self._drop_payload(payload)
+        if port.state is PortState.PEERED and not port.closed_local:
+            port.closed_local = True
+            self._send_peer(port, _Event(MESSAGE, close=True))
+        elif port.state in (PortState.DONE, PortState.FAILED):
+            self._deregister(port)
+
+    def fail(self, port: Port, error: NodeError) -> None:
+        self._enter()
+        try:
+            self._fail(port, error, notify_peer=True)
+        finally:
+            self._leave()
+
+    def set_handler(self, port: Port, handler: PortHandler) -> None:
+        """Attach a handler, replaying what queued while there was none."""
+        self._enter()
+        try:
+            port.handler = handler
+            while port.queue and port.handler is handler:
+                handler.port_message(port, port.queue.popleft(), self._wakes)
+            if port.state is PortState.DONE:
+                handler.port_closed(port, self._wakes)
+            elif port.state is PortState.FAILED:
+                assert port.error is not None
+                handler.port_failed(port, port.error, self._wakes)
+        finally:
+            self._leave()
+
+    def remove_handler(self, port: Port) -> None:
+        self._enter()
+        port.handler = None
+        self._leave()
+
+    def bridge(self, a: Port, b: Port) -> None:
+        """Join a's peer with b's peer; a and b become proxies and then retire."""
+        self._enter()
+        try:
+            self._bridge(a, b)
+        finally:
+            self._leave()
+
+    # ----------------------------------------------------------------- delivery
+    def _send_peer(self, port: Port, event: _Event) -> None:
+        event.seq = port.next_local_seq
+        port.next_local_seq += 1
+        assert port.peer is not None
+        self._route(port.peer, event)
+
+    def _forward(self, port: Port, event: _Event) -> None:
+        event.seq = port.fwd_seq
+        port.fwd_seq += 1
+        assert port.target is not None
+        self._route(port.target, event)
+
+    def _route(self, dest: Port | Address, event: _Event) -> None:
+        if isinstance(dest, Port):
+            self._work.append((dest, event))
+        else:
+            self._emit(dest, event)
+
+    def _pump(self) -> None:
+        work = self._work
+        while work:
+            port, event = work.popleft()
+            self._on_event(port, event)
+
+    def _on_event(self, port: Port, event: _Event) -> None:
+        kind = event.kind
+        if kind == FAIL_PORT:
+            assert event.error is not None
+            self._fail(port, event.error, notify_peer=False)
+        elif kind == ACK_PORT:
+            self._on_ack_port(port)
+        elif event.seq < port.next_peer_seq:
+            self._fail(port, NodeError("duplicate sequence number"), notify_peer=True)
+        elif event.seq > port.next_peer_seq:
+            if port.state not in (PortState.DONE, PortState.FAILED):
+                heapq.heappush(port.early, (event.seq, next(_tiebreak), event))
+            else:
+                self._drop_event(event)
+        else:
+            self._in_order(port, event)
+            early = port.early
+            while early and early[0][0] == port.next_peer_seq:
+                self._in_order(port, heapq.heappop(early)[2])
+
+    def _in_order(self, port: Port, event: _Event) -> None:
+        port.next_peer_seq += 1
+        state = port.state
+        if state is PortState.PEERED:
+            self._peered_event(port, event)
+        elif state is PortState.SENDING:
+            port.held.append(event)
+        elif state is PortState.PROXYING:
+            if event.kind == ACK_CHANGE_PEER:
+                self._transition(port, "ack_change_peer")
+                self._retire(port)
+            else:
+                self._forward(port, event)
+        elif state is PortState.DONE and port.target is not None:
+            self._fail(port, NodeError("received event after proxy end"), notify_peer=False)
+            self._drop_event(event)
+        else:
+            self._drop_event(event)
+
+    def _peered_event(self, port: Port, event: _Event) -> None:
+        if event.kind == MESSAGE:
+            if event.payload is not None:
+                if port.closed_local:
+                    self._drop_payload(event.payload)
+                elif port.handler is not None:
+                    port.handler.port_message(port, event.payload, self._wakes)
+                else:
+                    port.queue.append(event.payload)
+            if event.close:
+                self._on_close(port)
+        elif event.kind == CHANGE_PEER:
+            assert event.new_peer is not None
+            self._send_peer(port, _Event(ACK_CHANGE_PEER))
+            port.next_local_seq -= event.delta
+            port.peer = self._resolve(event.new_peer)
+            if not isinstance(port.peer, Port):
+                self._register(port)
+        else:
+            self._fail(
+                port, NodeError("unexpected acknowledgement of peer change"), notify_peer=True
+            )
+
+    def _on_close(self, port: Port) -> None:
+        if port.early:
+            self._fail(port, NodeError("received event after port closed"), notify_peer=True)
+            return
+        self._transition(port, "closed")
+        if not port.closed_local:
+            port.closed_local = True
+            self._send_peer(port, _Event(MESSAGE, close=True))
+            if port.handler is not None:
+                port.handler.port_closed(port, self._wakes)
+        self._deregister(port)
+
+    def _resolve(self, peer: Port | Address) -> Port | Address:
+        if isinstance(peer, Port) or peer[0] != self.id:
+            return peer
+        local = self._ports.get(peer[1])
+        return local if local is not None else peer
+
+    def _retire(self, port: Port) -> None:
+        for _seq, _n, event in port.early:
+            self._drop_event(event)
+        port.early.clear()
+        self._deregister(port)
+
+    # ----------------------------------------------------------------- failure
+    def _fail(self, port: Port, error: NodeError, *, notify_peer: bool) -> None:
+        if port.state in (PortState.DONE, PortState.FAILED):
+            return
+        was, port.state, port.error = port.state, PortState.FAILED, error
+        blame = self.id
+        if was in (PortState.SENDING, PortState.PROXYING) and port.target is not None:
+            self._route(port.target, _Event(FAIL_PORT, error=_remote_failure(blame)))
+        if (notify_peer or was in (PortState.SENDING, PortState.PROXYING)) and (
+            port.peer is not None
+        ):
+            self._route(port.peer, _Event(FAIL_PORT, error=_remote_failure(blame)))
+        for _seq, _n, event in port.early:
+            self._drop_event(event)
+        port.early.clear()
+        for held in port.held:
+            self._drop_event(held)
+        port.held.clear()
+        if port.handler is not None:
+            port.handler.port_failed(port, error, self._wakes)
+        self._deregister(port)
+
+    # ----------------------------------------------------------------- bridging
+    def _bridge(self, a: Port, b: Port) -> None:
+        for p in (a, b):
+            if p.handler is not None or p.state in (PortState.SENDING, PortState.PROXYING):
+                raise IllegalTransition(f"port {port_name(p.id)} cannot be bridged now")
+        if a.peer is b:
+            err = NodeError("circular bridge")
+            self._fail(a, err, notify_peer=False)
+            self._fail(b, err, notify_peer=False)
+            return
+        if a.state is not PortState.PEERED or b.state is not PortState.PEERED:
+            self._bridge_dead(a, b) if a.state is not PortState.PEERED else self._bridge_dead(b, a)
+            return
+        ra, rb = a.next_local_seq, b.next_local_seq
+        a.next_local_seq += 1
+        b.next_local_seq += 1
+        self._transition(a, "bridge")
+        self._transition(b, "bridge")
+        a.target, a.fwd_seq = b.peer, rb + 1
+        b.target, b.fwd_seq = a.peer, ra + 1
+        for port in (a, b):
+            while port.queue:
+                self._forward(port, _Event(MESSAGE, payload=port.queue.popleft()))
+        for port, reserved in ((a, ra), (b, rb)):
+            assert port.target is not None
+            assert port.peer is not None
+            change = _Event(
+                CHANGE_PEER, new_peer=port.target, delta=port.next_peer_seq - port.fwd_seq + 1
+            )
+            change.seq = reserved
+            self._register(port)
+            self._route(port.peer, change)
+
+    def _bridge_dead(self, dead: Port, live: Port) -> None:
+        """Bridge where ``dead`` no longer has a peer: pass on its data, then its end."""
+        if dead.state is PortState.FAILED:
+            assert dead.error is not None
+            self._fail(live, dead.error, notify_peer=True)
+            return
+        while dead.queue:
+            payload = dead.queue.popleft()
+            if live.state is PortState.PEERED:
+                self._send_peer(live, _Event(MESSAGE, payload=payload))
+            else:
+                self._drop_payload(payload)
+        self._deregister(dead)
+        self._close(live)
+
+    # ----------------------------------------------------------------- migration (sender side)
+    def _send_away(self, port: Port, dest: NodeId) -> PortRecord:
+        """Start moving ``port`` to node ``dest``; return the record to put in the frame."""
+        new_id = new_port_id()
+        port.handler = None
+        if port.state is PortState.FAILED:
+            assert port.error is not None
+            return PortRecord(new_id, 1, self.id, port.id, self.id, ZERO_ID)
+        if port.state is PortState.DONE:
+            self._give_closed_peer(port)
+        assert port.peer is not None
+        peer_addr = self._address_of(port.peer)
+        port.reserved_seq = port.next_local_seq
+        port.next_local_seq += 1
+        self._transition(port, "send_away")
+        port.target = (dest, PortId(new_id))
+        self._register(port)
+        return PortRecord(
+            new_id, port.reserved_seq + 1, self.id, port.id, peer_addr[0], peer_addr[1]
+        )
+
+    def _give_closed_peer(self, port: Port) -> None:
+        """A closed port that moves takes its close along: a stand-in peer closes again."""
+        stand_in = Port(self)
+        stand_in.peer = port
+        stand_in.next_local_seq = port.next_peer_seq
+        port.peer = stand_in
+        port.state = PortState.PEERED
+        port.closed_local = False
+        self._deferred_closes.append(stand_in)
+
+    def _address_of(self, peer: Port | Address) -> Address:
+        if isinstance(peer, Port):
+            self._register(peer)
+            return (self.id, peer.id)
+        return peer
+
+    def _on_ack_port(self, port: Port) -> None:
+        if port.state is not PortState.SENDING:
+            self._fail(port, NodeError("invalid state for proxy"), notify_peer=True)
+            return
+        self._transition(port, "ack_port")
+        port.fwd_seq = 1
+        while port.queue:
+            self._forward(port, _Event(MESSAGE, payload=port.queue.popleft()))
+        held, port.held = port.held, []
+        for event in held:
+            if event.kind == ACK_CHANGE_PEER:
+                self._transition(port, "ack_change_peer")
+                self._retire(port)
+                return
+            self._forward(port, event)
+        assert port.target is not None
+        assert port.peer is not None
+        change = _Event(
+            CHANGE_PEER, new_peer=port.target, delta=port.next_peer_seq - port.fwd_seq + 1
+        )
+        change.seq = port.reserved_seq
+        self._route(port.peer, change)
+
+    # ----------------------------------------------------------------- remote nodes
+    def _link(self, node_id: NodeId) -> _Link:
+        link = self._links.get(node_id)
+        if link is None:
+            link = self._links[node_id] = _Link(node_id)
+            failed = self._failed_nodes.get(node_id)
+            if failed is not None:
+                link.state, link.error = LinkState.FAILED, failed
+            elif self.on_unknown_node is not None:
+                callback = self.on_unknown_node
+                self._wakes.append(lambda: callback(node_id))
+        return link
+
+    def connect(self, node_id: NodeId, notify: Wake) -> None:
+        """A transport now carries frames to ``node_id``; ``notify`` says "drain me"."""
+        self._enter()
+        try:
+            link = self._link(node_id)
+            if link.state is LinkState.FAILED:
+                raise NodeError("cannot connect a failed node", node=node_name(node_id))
+            link.state, link.notify = LinkState.ACTIVE, notify
+            if link.outbox:
+                self._wakes.append(notify)
+        finally:
+            self._leave()
+
+    def take_outbox(self, node_id: NodeId) -> list[tuple[bytes, list[OwnedFd]]]:
+        """Frames waiting for ``node_id`` (each: encoded frame, descriptors to pass)."""
+        with self._lock:
+            link = self._links.get(node_id)
+            if link is None or not link.outbox:
+                return []
+            out, link.outbox = link.outbox, []
+            return out
+
+    def disconnect(self, node_id: NodeId) -> None:
+        self.fail_node(node_id, "remote node disconnected")
+
+    def fail_node(self, node_id: NodeId, reason: str, cause: BaseException | None = None) -> None:
+        """The node is gone: fail every port routed through it, now and later."""
+        self._enter()
+        try:
+            error = NodeError(reason, node=node_name(node_id), cause=cause)
+            self._failed_nodes[node_id] = error
+            link = self._link(node_id)
+            link.state, link.error, link.notify = LinkState.FAILED, error, None
+            outbox, link.outbox = link.outbox, []
+            for _data, fds in outbox:
+                for fd in fds:
+                    fd.close()
+            for port in list(self._ports.values()):
+                if _routes_through(port, node_id):
+                    self._fail(port, error, notify_peer=False)
+        finally:
+            self._leave()
+
+    def shutdown(self, reason: str = "mesh is shutting down") -> None:
+        """Fail every registered port (the process is going away)."""
+        self._enter()
+        try:
+            error = NodeError(reason)
+            for port in list(self._ports.values()):
+                self._fail(port, error, notify_peer=True)
+        finally:
+            self._leave()
+
+    def _emit(self, dest: Address, event: _Event) -> None:
+        node_id, port_id = dest
+        link = self._link(node_id)
+        if link.state is LinkState.FAILED:
+            self._drop_event(event)
+            return
+        fds: list[OwnedFd] = []
+        frame = self._to_frame(port_id, event, node_id, fds)
+        if not link.outbox and link.notify is not None:
+            self._wakes.append(link.notify)
+        link.outbox.append((encode_frame(frame), fds))
+
+    def _to_frame(self, target: PortId, event: _Event, dest: NodeId, fds: list[OwnedFd]) -> Frame:
+        kind = event.kind
+        if kind == MESSAGE:
+            payload = event.payload
+            if payload is None:
+                return MessageFrame(target, event.seq, event.close, None)
+            records: list[PortRecord | FdRecord] = []
+            for res in payload.resources:
+                if isinstance(res, Port):
+                    records.append(self._send_away(res, dest))
+                else:
+                    fds.append(res)
+                    records.append(FdRecord())
+            return MessageFrame(target, event.seq, event.close, payload.data, records)
+        if kind == CHANGE_PEER:
+            assert event.new_peer is not None
+            node, port = self._address_of(event.new_peer)
+            return ChangePeerFrame(target, event.seq, node, port, event.delta)
+        if kind == ACK_CHANGE_PEER:
+            return AckChangePeerFrame(target, event.seq)
+        if kind == ACK_PORT:
+            return AckPortFrame(target)
+        return FailPortFrame(target, self.id)
+
+    # ----------------------------------------------------------------- incoming frames
+    def receive(self, source: NodeId, data: bytes, fds: list[OwnedFd]) -> None:
+        """Feed one frame from ``source``.  Raises ProtocolError for a malformed one."""
+        self._enter()
+        try:
+            self._receive(source, data, fds)
+        finally:
+            self._leave()
+
+    def _receive(self, source: NodeId, data: bytes, fds: list[OwnedFd]) -> None:
+        try:
+            frame = decode_frame(data)
+        except PayloadError as exc:
+            _close_fds(fds)
+            raise ProtocolError(f"malformed frame from {node_name(source)}: {exc}") from exc
+        event = self._from_frame(source, frame, fds)
+        port = self._ports.get(PortId(frame.target))
+        if port is None:
+            log.warning(
+                "dropping event %d for unknown port %s from %s",
+                event.kind,
+                port_name(frame.target),
+                node_name(source),
+            )
+            self._drop_event(event)
+            return
+        self._work.append((port, event))
+
+    def _from_frame(self, source: NodeId, frame: Frame, fds: list[OwnedFd]) -> _Event:
+        if isinstance(frame, MessageFrame):
+            payload = self._payload_from(source, frame, fds)
+            return _Event(MESSAGE, frame.seq, payload=payload, close=frame.close)
+        _close_fds(fds)
+        if isinstance(frame, ChangePeerFrame):
+            peer = (NodeId(frame.node), PortId(frame.port))
+            return _Event(CHANGE_PEER, frame.seq, new_peer=peer, delta=frame.delta)
+        if isinstance(frame, AckChangePeerFrame):
+            return _Event(ACK_CHANGE_PEER, frame.seq)
+        if isinstance(frame, AckPortFrame):
+            return _Event(ACK_PORT)
+        return _Event(FAIL_PORT, error=_remote_failure(NodeId(frame.blame)))
+
+    def _payload_from(
+        self, source: NodeId, frame: MessageFrame, fds: list[OwnedFd]
+    ) -> Payload | None:
+        wanted = sum(isinstance(r, FdRecord) for r in frame.resources)
+        if wanted != len(fds):
+            _close_fds(fds)
+            raise ProtocolError(
+                f"frame from {node_name(source)} names {wanted} descriptors but carried {len(fds)}"
+            )
+        if frame.data is None:
+            if frame.resources:
+                raise ProtocolError(f"frame from {node_name(source)} has resources but no data")
+            return None
+        fd_iter = iter(fds)
+        resources: list[Any] = [
+            next(fd_iter) if isinstance(r, FdRecord) else self._port_from_record(r)
+            for r in frame.resources
+        ]
+        return Payload(frame.data, resources)
+
+    def _port_from_record(self, record: PortRecord) -> Port:
+        port = Port(self, PortId(record.port))
+        peer_node = NodeId(record.peer_node)
+        failure = self._failed_nodes.get(peer_node)
+        if record.peer_port == ZERO_ID or failure is not None:
+            port.state = PortState.FAILED
+            port.error = failure or _remote_failure(peer_node)
+            return port
+        port.next_local_seq = record.next_local_seq
+        port.peer = self._resolve((peer_node, PortId(record.peer_port)))
+        self._register(port)
+        self._route((NodeId(record.old_node), PortId(record.old_port)), _Event(ACK_PORT))
+        return port
+
+    # ----------------------------------------------------------------- disposal
+    def _drop_event(self, event: _Event) -> None:
+        if event.payload is not None:
+            self._drop_payload(event.payload)
+
+    def _drop_payload(self, payload: Payload) -> None:
+        resources, payload.resources = payload.resources, []
+        for res in resources:
+            if isinstance(res, Port):
+                if res.node is self:
+                    self._close(res)
+                else:  # pragma: no cover - a port is only ever carried by its own node
+                    res.close()
+            else:
+                res.close()
+
+
+def _routes_through(port: Port, node_id: NodeId) -> bool:
+    for dest in (port.peer, port.target):
+        if dest is not None and not isinstance(dest, Port) and dest[0] == node_id:
+            return True
+    return False
+
+
+def _remote_failure(blame: NodeId) -> NodeError:
+    return NodeError(f"port failed on remote node due to node {node_name(blame)}")
+
+
+def _close_fds(fds: list[OwnedFd]) -> None:
+    for fd in fds:
+        fd.close()
+
+
+_process_node: LocalNode | None = None
+_process_node_lock = threading.Lock()
+
+
+def local_node() -> LocalNode:
+    """This process's node (created on first use)."""
+    global _process_node  # noqa: PLW0603 - one node per process, by design
+    node = _process_node
+    if node is None:
+        with _process_node_lock:
+            if _process_node is None:
+                _process_node = LocalNode()
+            node = _process_node
+    return node

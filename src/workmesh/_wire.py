@@ -1,0 +1,534 @@
+"""The wire codec (layer L1): payloads, resources and node frames, without any I/O.
+
+Payloads.  A value that leaves its process is encoded with msgspec's msgpack
+codec for a declared type.  Things that cannot be copied as bytes -- channel
+endpoints, file descriptors -- are *resources*: inside the payload they become a
+msgpack Ext that holds an index into a side list, and the side list travels
+beside the bytes (ports are migrated, fds go by SCM_RIGHTS).  Two further values
+are encoded inline as Ext: an embedded :class:`Message` (a type-erased payload
+with its own slice of the side list) and :class:`~workmesh.RemoteError`.
+
+This layer does not know the endpoint classes (they live above it); the channel
+layer registers a :class:`ResourceKind` for each.  Encoding is two-phase: the
+first pass only *collects* resource objects, and they are converted (moved out of
+their owners) only once the whole value has encoded, so a failed ``send`` leaves
+every endpoint in the message untouched.
+
+Frames.  The node protocol's frames are tagged, frozen, array-like Structs,
+framed on a byte stream with a 4-byte little-endian length prefix.
+:class:`FrameDecoder` splits a stream incrementally and enforces a size limit.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Final, Protocol, TypeVar, cast, get_origin
+
+import msgspec
+
+from ._errors import PayloadError, RemoteError
+from ._fd import OwnedFd
+
+T = TypeVar("T")
+
+# Ext codes.  1-15 are resources (index into the side list); 16+ are inline values.
+EXT_FD: Final = 1
+EXT_MESSAGE: Final = 16
+EXT_REMOTE_ERROR: Final = 17
+EXT_RAW: Final = 15  # a resource re-sent as it is (e.g. inside a Message not yet parsed)
+
+
+class Resource(Protocol):
+    """What a side list holds: something that can be closed if it is never used."""
+
+    def close(self) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class ResourceKind:
+    """How one Python class travels as a resource.
+
+    ``take(obj)`` moves the underlying resource out of ``obj`` (after which ``obj``
+    is unusable); ``make(resource, declared)`` builds an object from a received
+    resource, typed by ``declared`` (``None`` for an untyped position);
+    ``retype(obj, declared)`` adjusts an object built untyped to a declared type.
+    """
+
+    code: int
+    cls: type[Any]
+    take: Callable[[Any], Resource]
+    make: Callable[[Any, Any], object]
+    retype: Callable[[Any, Any], object]
+
+
+_kinds_by_cls: dict[type[Any], ResourceKind] = {}
+_kinds_by_code: dict[int, ResourceKind] = {}
+
+
+def register_resource_kind(kind: ResourceKind) -> None:
+    if not 1 <= kind.code < EXT_RAW:
+        raise ValueError(f"resource ext code must be in 1..{EXT_RAW - 1}, got {kind.code}")
+    known = _kinds_by_code.get(kind.code)
+    if known is not None and known.cls is not kind.cls:
+        raise ValueError(f"ext code {kind.code} already used by {known.cls.__qualname__}")
+    _kinds_by_cls[kind.cls] = kind
+    _kinds_by_code[kind.code] = kind
+
+
+def _kind_for(obj: object) -> ResourceKind | None:
+    kind = _kinds_by_cls.get(type(obj))
+    if kind is None:
+        for base in type(obj).__mro__[1:]:
+            kind = _kinds_by_cls.get(base)
+            if kind is not None:
+                break
+    return kind
+
+
+class Payload:
+    """An encoded value: msgpack bytes plus the resources it refers to, in order.
+
+    A payload owns its resources until they are decoded; ``discard()`` closes the
+    ones nobody took (ports are closed, descriptors closed), so dropping a message
+    never leaks what it carried.
+    """
+
+    __slots__ = ("data", "resources")
+
+    def __init__(self, data: bytes, resources: list[Any] | None = None) -> None:
+        self.data = data
+        self.resources: list[Any] = resources if resources is not None else []
+
+    def discard(self) -> None:
+        resources, self.resources = self.resources, []
+        for res in resources:
+            res.close()
+
+    def __repr__(self) -> str:
+        return f"Payload({len(self.data)} bytes, {len(self.resources)} resources)"
+
+
+class _RawResource:
+    """Marks a resource that is already in its travelling form (a port, an fd)."""
+
+    __slots__ = ("resource",)
+
+    def __init__(self, resource: Any) -> None:
+        self.resource = resource
+
+
+class _EncodeCtx:
+    __slots__ = ("objs", "seen")
+
+    def __init__(self) -> None:
+        self.objs: list[object] = []
+        self.seen: set[int] = set()
+
+    def add(self, obj: object) -> int:
+        if id(obj) in self.seen:
+            raise PayloadError(
+                f"the same {type(obj).__name__} appears twice in one message; "
+                "a resource can be sent only once",
+                expected="each endpoint or fd at most once",
+                got=f"{type(obj).__name__} repeated",
+            )
+        self.seen.add(id(obj))
+        self.objs.append(obj)
+        return len(self.objs) - 1
+
+
+class _DecodeCtx:
+    __slots__ = ("made", "resources", "taken")
+
+    def __init__(self, resources: list[Any]) -> None:
+        self.resources = resources
+        self.taken = [False] * len(resources)
+        self.made: list[object] = []
+
+    def take(self, index: int) -> Any:
+        if not 0 <= index < len(self.resources):
+            raise ValueError(
+                f"resource reference {index} is out of range "
+                f"(the message carries {len(self.resources)})"
+            )
+        if self.taken[index]:
+            raise ValueError(f"resource {index} is referenced twice")
+        self.taken[index] = True
+        return self.resources[index]
+
+
+class _State(threading.local):
+    enc: _EncodeCtx | None = None
+    dec: _DecodeCtx | None = None
+
+
+_state = _State()
+
+
+def _index_bytes(index: int) -> bytes:
+    return index.to_bytes(4, "little")
+
+
+def _enc_hook(obj: Any) -> Any:
+    ctx = _state.enc
+    if ctx is None:  # pragma: no cover - hooks run only inside Codec.encode
+        raise TypeError("workmesh resources can only be encoded by a workmesh codec")
+    kind = _kind_for(obj)
+    if kind is not None or isinstance(obj, OwnedFd):
+        code = kind.code if kind is not None else EXT_FD
+        return msgspec.msgpack.Ext(code, _index_bytes(ctx.add(obj)))
+    if isinstance(obj, _RawResource):
+        return msgspec.msgpack.Ext(EXT_RAW, _index_bytes(ctx.add(obj)))
+    if isinstance(obj, Message):
+        return obj._encode_nested(ctx)
+    if isinstance(obj, BaseException):
+        err = obj if isinstance(obj, RemoteError) else RemoteError.from_exception(obj)
+        return msgspec.msgpack.Ext(EXT_REMOTE_ERROR, _plain_encoder.encode(err.to_wire()))
+    raise NotImplementedError(f"Encoding objects of type {type(obj).__qualname__} is unsupported")
+
+
+def _ext_hook(code: int, data: memoryview) -> Any:
+    ctx = _state.dec
+    if ctx is None:  # pragma: no cover - hooks run only inside Codec.decode
+        raise ValueError("workmesh resources can only be decoded by a workmesh codec")
+    if code == EXT_REMOTE_ERROR:
+        return RemoteError.from_wire(_plain_decoder.decode(data))
+    if code == EXT_MESSAGE:
+        start, count, inner = _nested_decoder.decode(data)
+        resources = [ctx.take(i) for i in range(start, start + count)]
+        return Message._from_payload(Payload(inner, resources))
+    index = int.from_bytes(data, "little")
+    if code in (EXT_FD, EXT_RAW):
+        return ctx.take(index)
+    kind = _kinds_by_code.get(code)
+    if kind is None:
+        raise ValueError(f"unknown resource kind {code} in message")
+    obj = kind.make(ctx.take(index), None)
+    ctx.made.append(obj)
+    return obj
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__qualname__", None) or repr(tp)
+
+
+def _dec_hook(tp: Any, obj: Any) -> Any:
+    origin = get_origin(tp) or tp
+    if isinstance(origin, type) and isinstance(obj, origin):
+        kind = _kinds_by_cls.get(origin)
+        return kind.retype(obj, tp) if kind is not None else obj
+    raise TypeError(f"Expected `{_type_name(origin)}`, got `{_describe(obj)}`")
+
+
+def _describe(obj: Any) -> str:
+    if isinstance(obj, msgspec.msgpack.Ext):
+        kind = _kinds_by_code.get(obj.code)
+        return kind.cls.__qualname__ if kind is not None else f"ext {obj.code}"
+    if isinstance(obj, OwnedFd):
+        return "OwnedFd"
+    return {dict: "object", list: "array", type(None): "null"}.get(type(obj), type(obj).__name__)
+
+
+_plain_encoder = msgspec.msgpack.Encoder()
+_plain_decoder = msgspec.msgpack.Decoder()
+_nested_decoder = msgspec.msgpack.Decoder(tuple[int, int, bytes])
+
+
+class Codec:
+    """Encoder and decoder for one declared type, built once and reused."""
+
+    __slots__ = ("_decoder", "_encoder", "type")
+
+    def __init__(self, tp: Any) -> None:
+        self.type = tp
+        self._encoder = msgspec.msgpack.Encoder(enc_hook=_enc_hook)
+        try:
+            self._decoder: msgspec.msgpack.Decoder[Any] = msgspec.msgpack.Decoder(
+                Any if tp is object else tp, dec_hook=_dec_hook, ext_hook=_ext_hook
+            )
+        except TypeError as exc:
+            raise PayloadError(
+                f"type {_type_name(tp)} cannot cross a process boundary: {exc}",
+                expected="a type msgspec can decode (Struct, dataclass, enum, builtins, ...)",
+                got=_type_name(tp),
+            ) from exc
+
+    def encode(self, value: Any) -> Payload:
+        outer, _state.enc = _state.enc, _EncodeCtx()
+        ctx = _state.enc
+        try:
+            data = self._encoder.encode(value)
+        except PayloadError:
+            raise
+        except (TypeError, ValueError, NotImplementedError, msgspec.EncodeError) as exc:
+            raise PayloadError(
+                f"cannot encode {type(value).__qualname__} as {_type_name(self.type)}: {exc}",
+                expected=_type_name(self.type),
+                got=type(value).__qualname__,
+            ) from exc
+        finally:
+            _state.enc = outer
+        return Payload(data, [_take(obj) for obj in ctx.objs] if ctx.objs else [])
+
+    def decode(self, payload: Payload) -> Any:
+        resources, payload.resources = payload.resources, []
+        ctx = _DecodeCtx(resources)
+        outer, _state.dec = _state.dec, ctx
+        try:
+            value = self._decoder.decode(payload.data)
+        except (msgspec.DecodeError, ValueError, TypeError) as exc:
+            _close_all(ctx.made)
+            _close_all(res for res, taken in zip(resources, ctx.taken, strict=True) if not taken)
+            raise _decode_error(exc, self.type) from exc
+        finally:
+            _state.dec = outer
+        if not all(ctx.taken):
+            # Resources nobody refers to (say, fields this version does not know)
+            # must not leak.
+            _close_all(res for res, taken in zip(resources, ctx.taken, strict=True) if not taken)
+        return value
+
+
+def _take(obj: object) -> Resource:
+    if isinstance(obj, _RawResource):
+        return cast(Resource, obj.resource)
+    if isinstance(obj, OwnedFd):
+        return OwnedFd(obj.detach())
+    kind = _kind_for(obj)
+    assert kind is not None
+    return kind.take(obj)
+
+
+def _close_all(objs: Any) -> None:
+    for obj in objs:
+        close = getattr(obj, "close", None)
+        if close is not None:
+            close()
+
+
+def _decode_error(exc: BaseException, tp: Any) -> PayloadError:
+    text = str(exc)
+    path = None
+    if " - at `" in text:
+        text, _, rest = text.partition(" - at `")
+        path = rest.rstrip("`")
+    where = f" - at `{path}`" if path else ""
+    return PayloadError(
+        f"cannot decode message as {_type_name(tp)}: {text}{where}",
+        expected=_type_name(tp),
+        got=text,
+        path=path,
+    )
+
+
+_codecs: dict[Any, Codec] = {}
+_codecs_lock = threading.Lock()
+
+
+def codec_for(tp: Any) -> Codec:
+    """The shared codec of a type (built on first use)."""
+    codec = _codecs.get(tp)
+    if codec is None:
+        with _codecs_lock:
+            codec = _codecs.get(tp)
+            if codec is None:
+                codec = _codecs[tp] = Codec(tp)
+    return codec
+
+
+class Message:
+    """A type-erased message: a value, or its encoded form, to be typed later.
+
+    Within one process a Message keeps the original object (no encoding);
+    ``parse(T)`` returns it as is when it already is a ``T``.  Otherwise -- or
+    after it crossed a process -- ``parse`` decodes it as ``T``.  A message that
+    carries resources can be parsed once (the resources move into the result).
+    """
+
+    __slots__ = ("_payload", "_value")
+
+    _NOTHING: Final = object()
+
+    def __init__(self, value: Any) -> None:
+        self._value: Any = value
+        self._payload: Payload | None = None
+
+    @classmethod
+    def _from_payload(cls, payload: Payload) -> Message:
+        msg = cls.__new__(cls)
+        msg._value = cls._NOTHING
+        msg._payload = payload
+        return msg
+
+    def parse(self, tp: type[T]) -> T:
+        if self._value is not Message._NOTHING:
+            value = self._value
+            if tp is object or tp is Any or (isinstance(tp, type) and type(value) is tp):
+                return cast(T, value)
+            self._payload = codec_for(object).encode(value)
+            self._value = Message._NOTHING
+        payload = self._payload
+        assert payload is not None
+        if payload.data == b"" and not payload.resources:
+            raise PayloadError("this Message carried resources and was already parsed")
+        if payload.resources:
+            # Resources move into the parsed value, so this form cannot be parsed again.
+            self._payload = Payload(b"")
+        return cast(T, codec_for(tp).decode(payload))
+
+    def payload(self) -> Payload:
+        """Encode (if needed) and give up the encoded form."""
+        if self._value is not Message._NOTHING:
+            self._payload = codec_for(object).encode(self._value)
+            self._value = Message._NOTHING
+        payload, self._payload = self._payload, Payload(b"")
+        assert payload is not None
+        return payload
+
+    def _encode_nested(self, ctx: _EncodeCtx) -> msgspec.msgpack.Ext:
+        start = len(ctx.objs)
+        if self._value is not Message._NOTHING:
+            data = codec_for(object)._encoder.encode(self._value)
+        else:
+            assert self._payload is not None
+            data = self._payload.data
+            for res in self._payload.resources:
+                ctx.add(_RawResource(res))
+        count = len(ctx.objs) - start
+        return msgspec.msgpack.Ext(EXT_MESSAGE, _plain_encoder.encode((start, count, data)))
+
+    def __repr__(self) -> str:
+        if self._value is not Message._NOTHING:
+            return f"Message({self._value!r})"
+        return f"Message(<encoded {self._payload!r}>)"
+
+
+# --------------------------------------------------------------------------------------
+# Node frames
+
+ID = bytes
+
+
+class PortRecord(msgspec.Struct, frozen=True, array_like=True, tag=1):
+    """A port that travels inside a message: where it comes from and who its peer is.
+
+    ``peer_port`` all zero means the port arrives failed, ``peer_node`` naming the
+    node blamed for it.
+    """
+
+    port: ID
+    next_local_seq: int
+    old_node: ID
+    old_port: ID
+    peer_node: ID
+    peer_port: ID
+
+
+class FdRecord(msgspec.Struct, frozen=True, array_like=True, tag=2):
+    """A descriptor: the next one in the frame's ancillary data."""
+
+
+class MessageFrame(msgspec.Struct, frozen=True, array_like=True, tag=1):
+    target: ID
+    seq: int
+    close: bool
+    data: bytes | None
+    resources: list[PortRecord | FdRecord] = []
+
+
+class ChangePeerFrame(msgspec.Struct, frozen=True, array_like=True, tag=3):
+    target: ID
+    seq: int
+    node: ID
+    port: ID
+    delta: int
+
+
+class AckChangePeerFrame(msgspec.Struct, frozen=True, array_like=True, tag=4):
+    target: ID
+    seq: int
+
+
+class AckPortFrame(msgspec.Struct, frozen=True, array_like=True, tag=5):
+    target: ID
+
+
+class FailPortFrame(msgspec.Struct, frozen=True, array_like=True, tag=6):
+    target: ID
+    blame: ID
+
+
+Frame = MessageFrame | ChangePeerFrame | AckChangePeerFrame | AckPortFrame | FailPortFrame
+
+_frame_encoder = msgspec.msgpack.Encoder()
+_frame_decoder: msgspec.msgpack.Decoder[Frame] = msgspec.msgpack.Decoder(Frame)
+
+
+def encode_frame(frame: Frame) -> bytes:
+    return _frame_encoder.encode(frame)
+
+
+def decode_frame(data: bytes | memoryview) -> Frame:
+    """Decode one frame; malformed bytes raise PayloadError saying what and where."""
+    try:
+        return _frame_decoder.decode(data)
+    except msgspec.DecodeError as exc:
+        raise _decode_error(exc, Frame) from exc
+
+
+# --------------------------------------------------------------------------------------
+# Stream framing
+
+PREFIX_LEN: Final = 4
+DEFAULT_MAX_FRAME: Final = 64 * 1024 * 1024
+
+
+def frame_prefix(length: int) -> bytes:
+    return length.to_bytes(PREFIX_LEN, "little")
+
+
+class FrameTooLarge(PayloadError):
+    pass
+
+
+class FrameDecoder:
+    """Splits a byte stream of length-prefixed frames, incrementally.
+
+    ``feed(data)`` returns the complete frames found so far (as bytes); a partial
+    frame waits for more data.  A length above ``max_frame`` raises
+    :class:`FrameTooLarge` before any of it is buffered.
+    """
+
+    __slots__ = ("_buf", "max_frame")
+
+    def __init__(self, max_frame: int = DEFAULT_MAX_FRAME) -> None:
+        self._buf = bytearray()
+        self.max_frame = max_frame
+
+    @property
+    def pending(self) -> int:
+        return len(self._buf)
+
+    def feed(self, data: bytes | memoryview) -> list[bytes]:
+        buf = self._buf
+        buf += data
+        frames: list[bytes] = []
+        pos = 0
+        while len(buf) - pos >= PREFIX_LEN:
+            length = int.from_bytes(buf[pos : pos + PREFIX_LEN], "little")
+            if length > self.max_frame:
+                raise FrameTooLarge(
+                    f"frame of {length} bytes exceeds the limit of {self.max_frame}",
+                    expected=f"at most {self.max_frame} bytes",
+                    got=f"{length} bytes",
+                    path=f"stream offset +{pos}",
+                )
+            end = pos + PREFIX_LEN + length
+            if len(buf) < end:
+                break
+            frames.append(bytes(buf[pos + PREFIX_LEN : end]))
+            pos = end
+        del buf[:pos]
+        return frames
