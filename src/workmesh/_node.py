@@ -280,6 +280,20 @@ class LocalNode:
         a.peer, b.peer = b, a
         return a, b
 
+    def bootstrap_port(self, port_id: PortId, peer: Address) -> Port:
+        """A port already peered with a remote port (both sides agree on the ids).
+
+        This is how two nodes get their first stream: an invitation names both ids.
+        """
+        self._enter()
+        try:
+            port = Port(self, port_id)
+            port.peer = self._resolve(peer)
+            self._register(port)
+            return port
+        finally:
+            self._leave()
+
     def port_count(self) -> int:
         """Ports registered for cross-node routing (diagnostics and tests)."""
         return len(self._ports)

@@ -1,0 +1,451 @@
+"""The port/node state machine, alone and across two and three in-memory nodes.
+
+These port the node-level cases of the original mesh (test_local, test_remote,
+test_send_port, test_bridge ...) and add the migration cases the design relies on.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from workmesh import NodeError, OwnedFd
+from workmesh._node import LocalNode, Port, PortState
+from workmesh._wire import Payload
+from workmesh.testing import MemoryNetwork
+
+pytestmark = pytest.mark.timeout(20)
+
+
+class Recorder:
+    """A port handler that records what arrives."""
+
+    def __init__(self) -> None:
+        self.messages: list[bytes] = []
+        self.payloads: list[Payload] = []
+        self.closed = False
+        self.error: NodeError | None = None
+
+    def port_message(self, port: Port, payload: Payload, wakes: list[object]) -> None:
+        self.messages.append(payload.data)
+        self.payloads.append(payload)
+
+    def port_closed(self, port: Port, wakes: list[object]) -> None:
+        self.closed = True
+
+    def port_failed(self, port: Port, error: NodeError, wakes: list[object]) -> None:
+        self.error = error
+
+    @property
+    def text(self) -> str:
+        return b"".join(self.messages).decode()
+
+
+def msg(text: str, *resources: object) -> Payload:
+    return Payload(text.encode(), list(resources))
+
+
+def record(port: Port) -> Recorder:
+    rec = Recorder()
+    port.set_handler(rec)
+    return rec
+
+
+# ------------------------------------------------------------------ one node
+
+
+def test_local_message_then_empty() -> None:
+    node = LocalNode()
+    a, b = node.new_pair()
+    a.send(msg("x"))
+    assert [p.data for p in b.queue] == [b"x"]
+    rec = record(b)
+    assert rec.messages == [b"x"]
+    assert not b.queue
+
+
+def test_local_close_after_data() -> None:
+    node = LocalNode()
+    a, b = node.new_pair()
+    rec = record(b)
+    a.send(msg("d"))
+    a.close()
+    assert rec.messages == [b"d"]
+    assert rec.closed
+    assert a.state is PortState.DONE and b.state is PortState.DONE
+
+
+def test_handler_set_late_sees_close() -> None:
+    node = LocalNode()
+    a, b = node.new_pair()
+    a.send(msg("1"))
+    a.close()
+    rec = record(b)
+    assert rec.messages == [b"1"] and rec.closed
+
+
+def test_fail_port_reaches_peer() -> None:
+    node = LocalNode()
+    a, b = node.new_pair()
+    rec = record(b)
+    a.fail(NodeError("boom"))
+    assert rec.error is not None
+    assert "port failed" in str(rec.error)
+    assert a.state is PortState.FAILED and b.state is PortState.FAILED
+
+
+def test_close_drops_queued_ports() -> None:
+    """Closing a port with a queued message that carries a port closes that port."""
+    node = LocalNode()
+    a, b = node.new_pair()
+    inner_a, inner_b = node.new_pair()
+    rec = record(inner_b)
+    a.send(msg("carrier", inner_a))
+    b.close()
+    assert rec.closed
+
+
+def test_send_to_closed_port_closes_carried_port() -> None:
+    node = LocalNode()
+    a, b = node.new_pair()
+    b.close()
+    inner_a, inner_b = node.new_pair()
+    rec = record(inner_b)
+    a.send(msg("late", inner_a))
+    assert rec.closed
+
+
+def test_bridge_local_ordering() -> None:
+    """abcdefghi: delivered data first, then the consumed end's queue, then new data."""
+    node = LocalNode()
+    p1, p2 = node.new_pair()
+    p3, p4 = node.new_pair()
+    for c in "ab":
+        p2.send(msg(c))
+    for c in "xycdefgh":
+        p4.send(msg(c))
+    assert [p3.queue.popleft().data for _ in range(2)] == [b"x", b"y"]
+    p2.bridge(p3)
+    p4.send(msg("i"))
+    p4.close()
+    rec = record(p1)
+    assert rec.text == "abcdefghi"
+    assert rec.closed
+    assert node.port_count() == 0
+
+
+def test_bridge_self_fails_both() -> None:
+    node = LocalNode()
+    a, b = node.new_pair()
+    a.bridge(b)
+    assert a.state is PortState.FAILED and b.state is PortState.FAILED
+    assert a.error is not None and "circular bridge" in str(a.error)
+
+
+def test_bridge_with_closed_end_propagates_close() -> None:
+    node = LocalNode()
+    p1, p2 = node.new_pair()
+    p3, p4 = node.new_pair()
+    p3.send(msg("kept"))
+    p4_rec = record(p4)
+    p1.send(msg("q"))
+    p1.close()  # p2 is now done, with "q" queued
+    p2.bridge(p3)
+    assert p4_rec.messages == [b"kept", b"q"]
+    assert p4_rec.closed
+
+
+def test_bridge_with_failed_end_propagates_failure() -> None:
+    node = LocalNode()
+    p1, p2 = node.new_pair()
+    p3, p4 = node.new_pair()
+    rec = record(p4)
+    p1.fail(NodeError("dead"))
+    p2.bridge(p3)
+    assert rec.error is not None
+
+
+# ------------------------------------------------------------------ two and three nodes
+
+
+@pytest.fixture
+def net() -> MemoryNetwork:
+    return MemoryNetwork()
+
+
+def test_remote_message_and_tables_empty_after_close(net: MemoryNetwork) -> None:
+    a_node, b_node = net.add_node(), net.add_node()
+    a, b = net.pair(a_node, b_node)
+    rec = record(b)
+    a.send(msg("hello"))
+    net.pump()
+    assert rec.messages == [b"hello"]
+    a.close()
+    net.pump()
+    assert rec.closed
+    assert a.state is PortState.DONE
+    assert a_node.port_count() == 0 and b_node.port_count() == 0
+
+
+def test_send_port_keeps_order(net: MemoryNetwork) -> None:
+    """A port sent to another node keeps its queued and its later messages in order."""
+    a_node, b_node = net.add_node(), net.add_node()
+    carrier_a, carrier_b = net.pair(a_node, b_node)
+    p, q = a_node.new_pair()
+    for c in "abc":
+        q.send(msg(c))
+    carrier_a.send(msg("port", p))
+    for c in "def":
+        q.send(msg(c))
+    net.pump()
+    (arrived,) = carrier_b.queue
+    moved = arrived.resources[0]
+    assert isinstance(moved, Port) and moved.node is b_node
+    rec = record(moved)
+    net.pump()
+    assert rec.text == "abcdef"
+    q.send(msg("g"))
+    net.pump()
+    assert rec.text == "abcdefg"
+    # The peer talks to the moved port directly now: the proxy on A retired.
+    assert p.state is PortState.DONE
+    moved.send(msg("back"))
+    net.pump()
+    assert [x.data for x in q.queue] == [b"back"]
+
+
+def test_send_port_with_peer_on_third_node(net: MemoryNetwork) -> None:
+    a_node, b_node, c_node = net.add_node(), net.add_node(), net.add_node()
+    ab_a, ab_b = net.pair(a_node, b_node)
+    p_on_a, q_on_c = net.pair(a_node, c_node)
+    q_on_c.send(msg("1"))
+    ab_a.send(msg("carrier", p_on_a))
+    q_on_c.send(msg("2"))
+    net.pump()
+    moved = ab_b.queue[0].resources[0]
+    rec = record(moved)
+    q_on_c.send(msg("3"))
+    net.pump()
+    assert rec.text == "123"
+    before = net.frames[c_node.id, a_node.id]
+    q_on_c.send(msg("4"))
+    net.pump()
+    assert rec.text == "1234"
+    assert net.frames[c_node.id, a_node.id] == before, "traffic still relayed through A"
+
+
+def test_receiver_forwarded_twice_then_middle_dies(net: MemoryNetwork) -> None:
+    """A sends a port to B, B forwards it to C; A and C then talk directly and
+    killing B does not disturb them."""
+    a_node, b_node, c_node = net.add_node(), net.add_node(), net.add_node()
+    ab_a, ab_b = net.pair(a_node, b_node)
+    bc_b, bc_c = net.pair(b_node, c_node)
+    sender, receiver = a_node.new_pair()
+    ab_a.send(msg("rx", receiver))
+    sender.send(msg("1"))
+    net.pump()
+    at_b = ab_b.queue.popleft().resources[0]
+    bc_b.send(msg("rx", at_b))
+    sender.send(msg("2"))
+    net.pump()
+    at_c = bc_c.queue.popleft().resources[0]
+    rec = record(at_c)
+    net.pump()
+    assert rec.text == "12"
+    net.kill(b_node)
+    net.pump()
+    sender.send(msg("3"))
+    net.pump()
+    assert rec.text == "123"
+    assert rec.error is None
+    at_c.send(msg("reply"))
+    net.pump()
+    assert [x.data for x in sender.queue] == [b"reply"]
+
+
+def test_remote_close(net: MemoryNetwork) -> None:
+    a_node, b_node = net.add_node(), net.add_node()
+    a, b = net.pair(a_node, b_node)
+    rec = record(b)
+    a.send(msg("x"))
+    a.close()
+    net.pump()
+    assert rec.messages == [b"x"] and rec.closed
+
+
+def test_node_failure_fails_ports(net: MemoryNetwork) -> None:
+    a_node, b_node = net.add_node(), net.add_node()
+    a, b = net.pair(a_node, b_node)
+    rec = record(a)
+    net.kill(b_node)
+    assert rec.error is not None
+    assert "communication with node" in str(rec.error)
+    assert "remote node disconnected" in str(rec.error)
+
+
+def test_send_closed_port_arrives_closed(net: MemoryNetwork) -> None:
+    a_node, b_node = net.add_node(), net.add_node()
+    carrier_a, carrier_b = net.pair(a_node, b_node)
+    p, q = a_node.new_pair()
+    q.send(msg("last"))
+    q.close()
+    carrier_a.send(msg("port", p))
+    net.pump()
+    moved = carrier_b.queue[0].resources[0]
+    rec = record(moved)
+    net.pump()
+    assert rec.messages == [b"last"]
+    assert rec.closed
+
+
+def test_send_failed_port_arrives_failed(net: MemoryNetwork) -> None:
+    a_node, b_node = net.add_node(), net.add_node()
+    carrier_a, carrier_b = net.pair(a_node, b_node)
+    p, q = a_node.new_pair()
+    q.fail(NodeError("broken"))
+    carrier_a.send(msg("port", p))
+    net.pump()
+    moved = carrier_b.queue[0].resources[0]
+    rec = record(moved)
+    assert rec.error is not None
+
+
+def test_port_in_flight_to_failed_node_fails_peer(net: MemoryNetwork) -> None:
+    a_node, b_node = net.add_node(), net.add_node()
+    carrier_a, _carrier_b = net.pair(a_node, b_node)
+    p, q = a_node.new_pair()
+    rec = record(q)
+    carrier_a.send(msg("port", p))
+    net.kill(b_node)  # before the frame (and so before AcknowledgePort) ever arrived
+    assert rec.error is not None
+    assert p.state is PortState.FAILED
+
+
+def test_port_arriving_that_refers_to_failed_node(net: MemoryNetwork) -> None:
+    a_node, b_node, c_node = net.add_node(), net.add_node(), net.add_node()
+    ab_a, ab_b = net.pair(a_node, b_node)
+    p_on_a, _q_on_c = net.pair(a_node, c_node)
+    ab_a.send(msg("port", p_on_a))
+    b_node.fail_node(c_node.id, "remote node disconnected")
+    net.pump()
+    moved = ab_b.queue[0].resources[0]
+    assert moved.state is PortState.FAILED
+
+
+def test_bridge_remote_ordering(net: MemoryNetwork) -> None:
+    """The bridge case with the outer ports on two other nodes."""
+    a_node, b_node, c_node = net.add_node(), net.add_node(), net.add_node()
+    p1, p2 = net.pair(a_node, b_node)
+    p3, p4 = net.pair(b_node, c_node)
+    for c in "ab":
+        p2.send(msg(c))
+    for c in "xycdefgh":
+        p4.send(msg(c))
+    net.pump()
+    assert [p3.queue.popleft().data for _ in range(2)] == [b"x", b"y"]
+    p2.bridge(p3)
+    p4.send(msg("i"))
+    p4.close()
+    net.pump()
+    rec = record(p1)
+    net.pump()
+    assert rec.text == "abcdefghi"
+    assert rec.closed
+    for node in (a_node, b_node, c_node):
+        assert node.port_count() == 0, node
+
+
+def test_both_ends_migrate_at_once(net: MemoryNetwork) -> None:
+    """Each end of a pair is sent to a different node in the same instant."""
+    a_node, b_node, c_node = net.add_node(), net.add_node(), net.add_node()
+    ab_a, ab_b = net.pair(a_node, b_node)
+    ac_a, ac_c = net.pair(a_node, c_node)
+    p, q = a_node.new_pair()
+    p.send(msg("p1"))
+    q.send(msg("q1"))
+    ab_a.send(msg("p", p))
+    ac_a.send(msg("q", q))
+    net.pump()
+    on_b = ab_b.queue[0].resources[0]
+    on_c = ac_c.queue[0].resources[0]
+    rec_b, rec_c = record(on_b), record(on_c)
+    on_b.send(msg("p2"))
+    on_c.send(msg("q2"))
+    net.pump()
+    assert rec_b.text == "q1q2"
+    assert rec_c.text == "p1p2"
+    on_b.close()
+    net.pump()
+    assert rec_c.closed
+    for carrier in (ab_a, ac_a):
+        carrier.close()
+    net.pump()
+    for node in (a_node, b_node, c_node):
+        assert node.port_count() == 0, node
+
+
+def test_fd_travels_between_nodes(net: MemoryNetwork) -> None:
+    a_node, b_node = net.add_node(), net.add_node()
+    a, b = net.pair(a_node, b_node)
+    r, w = os.pipe()
+    a.send(msg("fd", OwnedFd(w)))
+    net.pump()
+    (payload,) = b.queue
+    (fd,) = payload.resources
+    assert isinstance(fd, OwnedFd)
+    os.write(fd.fileno(), b"ping")
+    fd.close()
+    assert os.read(r, 4) == b"ping"
+    os.close(r)
+
+
+def test_fds_of_message_to_unknown_port_are_closed(net: MemoryNetwork) -> None:
+    a_node, b_node = net.add_node(), net.add_node()
+    a, b = net.pair(a_node, b_node)
+    b_node._ports.clear()  # b is forgotten: frames for it now address an unknown port
+    r, w = os.pipe()
+    a.send(msg("fd", OwnedFd(w)))
+    net.pump()
+    assert os.read(r, 1) == b"", "the write end should have been closed"
+    os.close(r)
+
+
+def test_malformed_frame_cuts_only_that_link(net: MemoryNetwork) -> None:
+    a_node, b_node, c_node = net.add_node(), net.add_node(), net.add_node()
+    ab_a, _ab_b = net.pair(a_node, b_node)
+    cb_c, cb_b = net.pair(c_node, b_node)
+    rec_a = record(ab_a)
+    rec_cb = record(cb_b)
+    a_node._link(b_node.id).outbox.append((b"\xc1garbage", []))
+    net.pump()
+    assert net.protocol_errors and "malformed frame" in str(net.protocol_errors[0])
+    assert rec_a.error is not None
+    cb_c.send(msg("still fine"))
+    net.pump()
+    assert rec_cb.messages == [b"still fine"]
+    assert rec_cb.error is None
+
+
+def test_duplicate_sequence_number_fails_port(net: MemoryNetwork) -> None:
+    a_node, b_node = net.add_node(), net.add_node()
+    a, b = net.pair(a_node, b_node)
+    rec = record(b)
+    a.send(msg("1"))
+    (frame,) = a_node.take_outbox(b_node.id)
+    b_node.receive(a_node.id, *frame)
+    b_node.receive(a_node.id, frame[0], [])
+    assert rec.messages == [b"1"]
+    assert rec.error is not None and "duplicate sequence number" in str(rec.error)
+
+
+def test_out_of_order_frames_are_reordered(net: MemoryNetwork) -> None:
+    a_node, b_node = net.add_node(), net.add_node()
+    a, b = net.pair(a_node, b_node)
+    rec = record(b)
+    for c in "xyz":
+        a.send(msg(c))
+    frames = a_node.take_outbox(b_node.id)
+    for data, fds in reversed(frames):
+        b_node.receive(a_node.id, data, fds)
+    assert rec.text == "xyz"
