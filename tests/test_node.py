@@ -276,7 +276,7 @@ def test_remote_close(net: MemoryNetwork) -> None:
 
 def test_node_failure_fails_ports(net: MemoryNetwork) -> None:
     a_node, b_node = net.add_node(), net.add_node()
-    a, b = net.pair(a_node, b_node)
+    a, _b = net.pair(a_node, b_node)
     rec = record(a)
     net.kill(b_node)
     assert rec.error is not None
@@ -402,7 +402,7 @@ def test_fd_travels_between_nodes(net: MemoryNetwork) -> None:
 
 def test_fds_of_message_to_unknown_port_are_closed(net: MemoryNetwork) -> None:
     a_node, b_node = net.add_node(), net.add_node()
-    a, b = net.pair(a_node, b_node)
+    a, _b = net.pair(a_node, b_node)
     b_node._ports.clear()  # b is forgotten: frames for it now address an unknown port
     r, w = os.pipe()
     a.send(msg("fd", OwnedFd(w)))
