@@ -262,7 +262,13 @@ class Codec:
             data = self._encoder.encode(value)
         except PayloadError:
             raise
-        except (TypeError, ValueError, NotImplementedError, msgspec.EncodeError) as exc:
+        except (
+            TypeError,
+            ValueError,
+            OverflowError,
+            NotImplementedError,
+            msgspec.EncodeError,
+        ) as exc:
             raise PayloadError(
                 f"cannot encode {type(value).__qualname__} as {_type_name(self.type)}: {exc}",
                 expected=_type_name(self.type),

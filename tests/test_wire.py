@@ -1,0 +1,305 @@
+"""The codec: payloads with resources in a side list, Message, frames and framing."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import msgspec
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import workmesh as wm
+from workmesh._wire import (
+    FrameDecoder,
+    FrameTooLarge,
+    MessageFrame,
+    Payload,
+    codec_for,
+    decode_frame,
+    encode_frame,
+    frame_prefix,
+)
+
+pytestmark = pytest.mark.timeout(60)
+
+
+class Point(msgspec.Struct):
+    x: int
+    y: int
+
+
+class Envelope(msgspec.Struct):
+    name: str
+    reply: wm.Sender[int]
+    extra: list[wm.Receiver[str]] = []
+    fd: wm.OwnedFd | None = None
+    err: wm.RemoteError | None = None
+
+
+def roundtrip(value: Any, tp: Any = object) -> Any:
+    return codec_for(tp).decode(codec_for(tp).encode(value))
+
+
+# ------------------------------------------------------------------ plain values
+
+
+@given(
+    st.recursive(
+        st.none() | st.booleans() | st.integers(-(2**63), 2**64 - 1) | st.text() | st.binary(),
+        lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
+        max_leaves=20,
+    )
+)
+def test_untyped_values_roundtrip(value: Any) -> None:
+    assert roundtrip(value) == value
+
+
+def test_typed_struct_roundtrip() -> None:
+    assert roundtrip(Point(1, 2), Point) == Point(1, 2)
+
+
+def test_decode_error_says_expected_got_and_where() -> None:
+    payload = codec_for(object).encode({"x": 1, "y": "two"})
+    with pytest.raises(wm.PayloadError) as info:
+        codec_for(Point).decode(payload)
+    err = info.value
+    assert "Expected `int`, got `str`" in str(err)
+    assert err.path == "$.y"
+    assert err.expected == "Point"
+
+
+def test_unencodable_value_is_payload_error() -> None:
+    with pytest.raises(wm.PayloadError) as info:
+        codec_for(object).encode({"f": object()})
+    assert "cannot encode dict" in str(info.value)
+    assert "object" in str(info.value)
+
+
+def test_int_out_of_range_is_payload_error() -> None:
+    with pytest.raises(wm.PayloadError, match="can't serialize ints"):
+        codec_for(object).encode([2**64])
+
+
+def test_type_that_cannot_be_decoded_is_payload_error() -> None:
+    # An ambiguous union: msgspec cannot tell the two object-like members apart.
+    with pytest.raises(wm.PayloadError, match="cannot cross a process boundary"):
+        codec_for(dict[str, int] | Point)
+
+
+def test_plain_class_fails_at_encode() -> None:
+    class NotWire:
+        pass
+
+    with pytest.raises(wm.PayloadError, match="NotWire is unsupported"):
+        codec_for(NotWire).encode(NotWire())
+
+
+# ------------------------------------------------------------------ endpoints and fds
+
+
+def test_struct_with_endpoints_roundtrip_and_still_works() -> None:
+    tx, rx = wm.channel(int)
+    extra_tx, extra_rx = wm.channel(str)
+    env = roundtrip(Envelope("e", tx, [extra_rx]), Envelope)
+    assert isinstance(env.reply, wm.Sender)
+    assert isinstance(env.extra[0], wm.Receiver)
+    env.reply.send(7)
+    assert rx.try_recv() == 7
+    extra_tx.send("hello")
+    assert env.extra[0].recv_blocking(timeout=5) == "hello"
+
+
+def test_untyped_decode_gives_endpoints() -> None:
+    tx, rx = wm.channel()
+    out = roundtrip({"tx": tx})
+    assert isinstance(out["tx"], wm.Sender)
+    out["tx"].send({"k": 1})
+    assert rx.try_recv() == {"k": 1}
+
+
+def test_failed_encode_leaves_endpoints_usable() -> None:
+    tx, rx = wm.channel(int)
+    with pytest.raises(wm.PayloadError):
+        codec_for(object).encode([tx, object()])
+    tx.send(3)
+    assert rx.try_recv() == 3
+
+
+def test_same_endpoint_twice_is_rejected() -> None:
+    tx, _rx = wm.channel()
+    with pytest.raises(wm.PayloadError, match="appears twice"):
+        codec_for(object).encode([tx, tx])
+    assert not tx.is_closed()
+
+
+def test_wrong_endpoint_kind_in_typed_field() -> None:
+    _tx, rx = wm.channel(int)
+    payload = codec_for(object).encode({"name": "n", "reply": rx})
+    with pytest.raises(wm.PayloadError) as info:
+        codec_for(Envelope).decode(payload)
+    assert "Expected `Sender`, got `Receiver`" in str(info.value)
+    assert info.value.path == "$.reply"
+
+
+def test_fd_roundtrip_moves_ownership() -> None:
+    r, w = os.pipe()
+    owned = wm.OwnedFd(w)
+    tx, _rx = wm.channel(int)
+    payload = codec_for(Envelope).encode(Envelope("f", tx, fd=owned))
+    assert owned.closed, "encoding moves the descriptor out of the original"
+    env = codec_for(Envelope).decode(payload)
+    assert isinstance(env.fd, wm.OwnedFd)
+    os.write(env.fd.fileno(), b"x")
+    env.fd.close()
+    assert os.read(r, 1) == b"x"
+    os.close(r)
+
+
+def test_resources_of_undecodable_message_are_closed() -> None:
+    r, w = os.pipe()
+    payload = codec_for(object).encode({"fd": wm.OwnedFd(w), "x": "not an int"})
+    with pytest.raises(wm.PayloadError):
+        codec_for(dict[str, int]).decode(payload)
+    assert os.read(r, 1) == b"", "the write end must have been closed"
+    os.close(r)
+
+
+def test_unreferenced_resources_are_closed() -> None:
+    r, w = os.pipe()
+    payload = Payload(codec_for(object).encode(5).data, [wm.OwnedFd(w)])
+    assert codec_for(int).decode(payload) == 5
+    assert os.read(r, 1) == b""
+    os.close(r)
+
+
+def test_out_of_range_resource_reference() -> None:
+    tx, _rx = wm.channel()
+    payload = codec_for(object).encode([tx])
+    payload.resources[0].close()
+    payload.resources = []
+    with pytest.raises(wm.PayloadError, match="out of range"):
+        codec_for(object).decode(payload)
+
+
+def test_remote_error_inside_payload() -> None:
+    try:
+        raise ValueError("bad")
+    except ValueError as exc:
+        err = wm.RemoteError.from_exception(exc)
+    tx, _rx = wm.channel(int)
+    env = roundtrip(Envelope("x", tx, err=err), Envelope)
+    assert env.err == err
+    assert roundtrip([KeyError("k")])[0].chain[0].type_name == "KeyError"
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.recursive(
+        st.integers(-(2**63), 2**63) | st.text(max_size=5) | st.just("<endpoint>"),
+        lambda inner: (
+            st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=3), inner, max_size=4)
+        ),
+        max_leaves=12,
+    )
+)
+def test_nested_payloads_with_endpoints_roundtrip(shape: Any) -> None:
+    """Every endpoint inside any nesting comes back as an endpoint of its channel."""
+    receivers: list[wm.Receiver[Any]] = []
+
+    def build(node: Any) -> Any:
+        if node == "<endpoint>":
+            tx, rx = wm.channel()
+            receivers.append(rx)
+            return tx
+        if isinstance(node, list):
+            return [build(n) for n in node]
+        if isinstance(node, dict):
+            return {k: build(v) for k, v in node.items()}
+        return node
+
+    senders: list[wm.Sender[Any]] = []
+
+    def check(orig: Any, got: Any) -> None:
+        if orig == "<endpoint>":
+            assert isinstance(got, wm.Sender)
+            senders.append(got)
+        elif isinstance(orig, list):
+            assert len(got) == len(orig)
+            for o, g in zip(orig, got, strict=True):
+                check(o, g)
+        elif isinstance(orig, dict):
+            assert got.keys() == orig.keys()
+            for k in orig:
+                check(orig[k], got[k])
+        else:
+            assert got == orig
+
+    check(shape, roundtrip(build(shape)))
+    for i, tx in enumerate(senders):
+        tx.send(i)
+    assert [rx.try_recv() for rx in receivers] == list(range(len(receivers)))
+
+
+# ------------------------------------------------------------------ Message
+
+
+def test_message_in_process_returns_same_object() -> None:
+    obj = Point(1, 2)
+    assert wm.Message(obj).parse(Point) is obj
+
+
+def test_message_parse_as_other_type() -> None:
+    assert wm.Message({"x": 1, "y": 2}).parse(Point) == Point(1, 2)
+
+
+def test_message_parse_mismatch() -> None:
+    with pytest.raises(wm.PayloadError, match="Expected `int`"):
+        wm.Message({"x": "no", "y": 2}).parse(Point)
+
+
+def test_message_with_endpoint_crosses_and_parses_once() -> None:
+    tx, rx = wm.channel(int)
+    msg = roundtrip({"m": wm.Message({"reply": tx})})["m"]
+    assert isinstance(msg, wm.Message)
+    parsed = msg.parse(dict[str, wm.Sender[int]])
+    parsed["reply"].send(9)
+    assert rx.try_recv() == 9
+    with pytest.raises(wm.PayloadError, match="already parsed"):
+        msg.parse(dict[str, wm.Sender[int]])
+
+
+# ------------------------------------------------------------------ frames and framing
+
+
+def test_frame_roundtrip() -> None:
+    frame = MessageFrame(b"\x01" * 16, 5, True, b"data")
+    assert decode_frame(encode_frame(frame)) == frame
+
+
+@pytest.mark.parametrize("garbage", [b"", b"\xc1", b"\x93\x01", b"\x95\x09\x00\x00\x00\x00"])
+def test_malformed_frame_is_payload_error(garbage: bytes) -> None:
+    with pytest.raises(wm.PayloadError, match="cannot decode"):
+        decode_frame(garbage)
+
+
+@given(st.lists(st.binary(max_size=300), max_size=8), st.data())
+def test_frame_decoder_any_chunking(frames: list[bytes], data: st.DataObject) -> None:
+    stream = b"".join(frame_prefix(len(f)) + f for f in frames)
+    cuts = sorted(data.draw(st.lists(st.integers(0, len(stream)), max_size=10)))
+    dec = FrameDecoder()
+    out: list[bytes] = []
+    prev = 0
+    for cut in [*cuts, len(stream)]:
+        out += dec.feed(stream[prev:cut])
+        prev = cut
+    assert out == frames
+    assert dec.pending == 0
+
+
+def test_frame_decoder_rejects_oversized_frame_before_buffering() -> None:
+    dec = FrameDecoder(max_frame=10)
+    with pytest.raises(FrameTooLarge) as info:
+        dec.feed(frame_prefix(11))
+    assert "exceeds the limit of 10" in str(info.value)
