@@ -286,7 +286,7 @@ def test_malformed_frame_is_payload_error(garbage: bytes) -> None:
 
 @given(st.lists(st.binary(max_size=300), max_size=8), st.data())
 def test_frame_decoder_any_chunking(frames: list[bytes], data: st.DataObject) -> None:
-    stream = b"".join(frame_prefix(len(f)) + f for f in frames)
+    stream = b"".join(frame_prefix(len(f), i % 3) + f for i, f in enumerate(frames))
     cuts = sorted(data.draw(st.lists(st.integers(0, len(stream)), max_size=10)))
     dec = FrameDecoder()
     out: list[bytes] = []
@@ -294,7 +294,7 @@ def test_frame_decoder_any_chunking(frames: list[bytes], data: st.DataObject) ->
     for cut in [*cuts, len(stream)]:
         out += dec.feed(stream[prev:cut])
         prev = cut
-    assert out == frames
+    assert out == [(f, i % 3) for i, f in enumerate(frames)]
     assert dec.pending == 0
 
 
@@ -303,3 +303,9 @@ def test_frame_decoder_rejects_oversized_frame_before_buffering() -> None:
     with pytest.raises(FrameTooLarge) as info:
         dec.feed(frame_prefix(11))
     assert "exceeds the limit of 10" in str(info.value)
+
+
+def test_frame_decoder_rejects_too_many_descriptors() -> None:
+    dec = FrameDecoder(max_fds=2)
+    with pytest.raises(FrameTooLarge, match="3 descriptors, above the limit of 2"):
+        dec.feed(frame_prefix(0, 3))

@@ -245,6 +245,7 @@ class LocalNode:
         self._work: deque[tuple[Port, _Event]] = deque()
         self._wakes: list[Wake] = []
         self._deferred_closes: list[Port] = []
+        self._settle_waiters: list[Wake] = []
         self.on_unknown_node: Callable[[NodeId], None] | None = None
 
     def __repr__(self) -> str:
@@ -263,6 +264,9 @@ class LocalNode:
                 port = self._deferred_closes.pop()
                 self._close(port)
                 self._pump()
+            if self._settle_waiters and not self._in_flight():
+                self._wakes += self._settle_waiters
+                self._settle_waiters = []
             wakes, self._wakes = self._wakes, []
         finally:
             self._owner = 0
@@ -288,9 +292,29 @@ class LocalNode:
         self._enter()
         try:
             port = Port(self, port_id)
+            failure = self._failed_nodes.get(peer[0])
+            if failure is not None:
+                port.state, port.error = PortState.FAILED, failure
+                return port
             port.peer = self._resolve(peer)
             self._register(port)
             return port
+        finally:
+            self._leave()
+
+    def _in_flight(self) -> bool:
+        moving = (PortState.SENDING, PortState.PROXYING)
+        return any(port.state in moving for port in self._ports.values())
+
+    def when_settled(self, callback: Wake) -> None:
+        """Call ``callback`` once no port of this node is being moved or proxied.
+
+        A process must wait for this before it exits, or messages still travelling
+        through its proxies are lost.
+        """
+        self._enter()
+        try:
+            self._settle_waiters.append(callback)
         finally:
             self._leave()
 
@@ -731,9 +755,20 @@ class LocalNode:
     # ----------------------------------------------------------------- incoming frames
     def receive(self, source: NodeId, data: bytes, fds: list[OwnedFd]) -> None:
         """Feed one frame from ``source``.  Raises ProtocolError for a malformed one."""
+        self.receive_many(source, [(data, fds)])
+
+    def receive_many(self, source: NodeId, frames: list[tuple[bytes, list[OwnedFd]]]) -> None:
+        """Feed frames from ``source`` under one lock; stops at the first malformed one."""
         self._enter()
         try:
-            self._receive(source, data, fds)
+            for index, (data, fds) in enumerate(frames):
+                try:
+                    self._receive(source, data, fds)
+                except ProtocolError:
+                    for _data, rest in frames[index + 1 :]:
+                        _close_fds(rest)
+                    raise
+                self._pump()
         finally:
             self._leave()
 
@@ -839,6 +874,15 @@ def _close_fds(fds: list[OwnedFd]) -> None:
 
 _process_node: LocalNode | None = None
 _process_node_lock = threading.Lock()
+
+
+def install_process_node(node: LocalNode) -> None:
+    """Make ``node`` this process's node (a child does this before anything else)."""
+    global _process_node  # noqa: PLW0603 - see local_node
+    with _process_node_lock:
+        if _process_node is not None and _process_node is not node:
+            raise RuntimeError("this process already has a node")
+        _process_node = node
 
 
 def local_node() -> LocalNode:

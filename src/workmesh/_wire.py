@@ -21,6 +21,7 @@ framed on a byte stream with a 4-byte little-endian length prefix.
 
 from __future__ import annotations
 
+import struct
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -486,13 +487,20 @@ def decode_frame(data: bytes | memoryview) -> Frame:
 
 # --------------------------------------------------------------------------------------
 # Stream framing
+#
+# On a byte stream every frame is preceded by an 8-byte header: the frame's length
+# (u32 LE), how many descriptors belong to it (u16 LE) and two reserved bytes.  The
+# descriptors themselves ride as SCM_RIGHTS ancillary data on the send that carries
+# the frame's first byte, so they have always arrived by the time the frame is whole.
 
-PREFIX_LEN: Final = 4
+PREFIX: Final = struct.Struct("<IHH")
+PREFIX_LEN: Final = PREFIX.size
 DEFAULT_MAX_FRAME: Final = 64 * 1024 * 1024
+DEFAULT_MAX_FDS: Final = 64
 
 
-def frame_prefix(length: int) -> bytes:
-    return length.to_bytes(PREFIX_LEN, "little")
+def frame_prefix(length: int, nfds: int = 0) -> bytes:
+    return PREFIX.pack(length, nfds, 0)
 
 
 class FrameTooLarge(PayloadError):
@@ -500,41 +508,55 @@ class FrameTooLarge(PayloadError):
 
 
 class FrameDecoder:
-    """Splits a byte stream of length-prefixed frames, incrementally.
+    """Splits a byte stream of framed frames, incrementally (sans-I/O).
 
-    ``feed(data)`` returns the complete frames found so far (as bytes); a partial
-    frame waits for more data.  A length above ``max_frame`` raises
-    :class:`FrameTooLarge` before any of it is buffered.
+    ``feed(data)`` returns the complete frames found so far as ``(bytes, nfds)``; a
+    partial frame waits for more data.  A length above ``max_frame`` or a descriptor
+    count above ``max_fds`` raises :class:`FrameTooLarge` before anything of that
+    frame is buffered: the stream is then unusable and must be cut.
     """
 
-    __slots__ = ("_buf", "max_frame")
+    __slots__ = ("_buf", "max_fds", "max_frame")
 
-    def __init__(self, max_frame: int = DEFAULT_MAX_FRAME) -> None:
+    def __init__(self, max_frame: int = DEFAULT_MAX_FRAME, max_fds: int = DEFAULT_MAX_FDS) -> None:
         self._buf = bytearray()
         self.max_frame = max_frame
+        self.max_fds = max_fds
 
     @property
     def pending(self) -> int:
         return len(self._buf)
 
-    def feed(self, data: bytes | memoryview) -> list[bytes]:
+    def feed(self, data: bytes | memoryview) -> list[tuple[bytes, int]]:
         buf = self._buf
         buf += data
-        frames: list[bytes] = []
+        frames: list[tuple[bytes, int]] = []
         pos = 0
-        while len(buf) - pos >= PREFIX_LEN:
-            length = int.from_bytes(buf[pos : pos + PREFIX_LEN], "little")
-            if length > self.max_frame:
-                raise FrameTooLarge(
-                    f"frame of {length} bytes exceeds the limit of {self.max_frame}",
-                    expected=f"at most {self.max_frame} bytes",
-                    got=f"{length} bytes",
-                    path=f"stream offset +{pos}",
-                )
+        end_of_data = len(buf)
+        while end_of_data - pos >= PREFIX_LEN:
+            length, nfds, _reserved = PREFIX.unpack_from(buf, pos)
+            self._check(length, nfds, pos)
             end = pos + PREFIX_LEN + length
-            if len(buf) < end:
+            if end_of_data < end:
                 break
-            frames.append(bytes(buf[pos + PREFIX_LEN : end]))
+            frames.append((bytes(buf[pos + PREFIX_LEN : end]), nfds))
             pos = end
-        del buf[:pos]
+        if pos:
+            del buf[:pos]
         return frames
+
+    def _check(self, length: int, nfds: int, pos: int) -> None:
+        if length > self.max_frame:
+            raise FrameTooLarge(
+                f"frame of {length} bytes exceeds the limit of {self.max_frame}",
+                expected=f"at most {self.max_frame} bytes",
+                got=f"{length} bytes",
+                path=f"stream offset +{pos}",
+            )
+        if nfds > self.max_fds:
+            raise FrameTooLarge(
+                f"frame carries {nfds} descriptors, above the limit of {self.max_fds}",
+                expected=f"at most {self.max_fds} descriptors",
+                got=f"{nfds} descriptors",
+                path=f"stream offset +{pos}",
+            )

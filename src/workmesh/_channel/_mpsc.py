@@ -97,7 +97,8 @@ class _Core:
         self.items: deque[Any] = deque()
         self.senders = 0
         self.ports: set[Port] = set()
-        self.corrupt: set[Port] = set()
+        # Ports whose message failed to decode, and the error their end must report.
+        self.corrupt: dict[Port, ChannelFailed] = {}
         self.receiver_alive = True
         self.remote: Port | None = None
         self.waiter: Waiter | None = None
@@ -263,6 +264,9 @@ class Receiver(Generic[T]):
                     return _EMPTY
             cls = type(item)
             if cls is _FromPort:
+                if item.port in core.corrupt:  # the rest of a corrupt stream is dropped
+                    item.payload.discard()
+                    continue
                 value = self._decode(core, item)
                 if value is not _EMPTY:
                     return value
@@ -280,22 +284,25 @@ class Receiver(Generic[T]):
             return core.codec.decode(item.payload)
         except PayloadError as exc:
             log.warning("message corruption on %r: %s", item.port, exc)
+            error = NodeError("failed to parse message", cause=exc)
             with core.lock:
-                core.corrupt.add(item.port)
-            item.port.fail(NodeError("failed to parse message", cause=exc))
+                core.corrupt[item.port] = ChannelFailed(ChannelErrorKind.CORRUPTION, exc)
+            # Failing the port tells the sending side too; if the port already ended,
+            # its queued end item will carry the corruption instead.
+            item.port.fail(error)
             return _EMPTY
 
     def _on_port_end(self, core: _Core, item: _PortEnd) -> None:
         with core.lock:
             core.ports.discard(item.port)
-            core.corrupt.discard(item.port)
+            error = core.corrupt.pop(item.port, None) or item.error
             last = not core.items and core.senders == 0 and not core.ports
-        if item.error is None:
+        if error is None:
             return
         if last:
             self._terminated = True
-            raise item.error
-        log.info("a sender of the channel failed, others remain: %s", item.error)
+            raise error
+        log.info("a sender of the channel failed, others remain: %s", error)
 
     def try_recv(self) -> T:
         """A queued message, or raise ChannelEmpty / ChannelClosed / ChannelFailed."""

@@ -1,0 +1,171 @@
+"""The child side: ``python -m workmesh._process._child`` joins the mesh and runs.
+
+The steps, in order: take the invitation out of the environment; ask the kernel
+to kill us when the parent dies (and exit at once if it already has); install the
+node the parent chose for us; connect to the parent over the inherited socket,
+presenting the secret; receive the initial message; import what it names; then
+run the entry function, raced against the parent's requests.  Whichever ends
+first, the child waits until no port is still moving through it, writes out
+everything queued, and exits (status 0, or 1 if the entry function raised).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import importlib
+import inspect
+import logging
+import os
+import signal
+import socket
+import sys
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from .._channel import Receiver
+from .._channel._mpsc import receiver_from_port
+from .._errors import ChannelClosed, ChannelFailed
+from .._ids import NodeId, PortId, node_name
+from .._node import LocalNode, Port, install_process_node
+from .._wire import Message
+from ._protocol import (
+    ENV_VAR,
+    Connect,
+    ConnectTo,
+    HostRequest,
+    InitialMessage,
+    Invitation,
+    Shutdown,
+    decode_invitation,
+)
+from ._runtime import Runtime, acquire_runtime
+
+log = logging.getLogger(__name__)
+
+PR_SET_PDEATHSIG = 1
+SETTLE_TIMEOUT = 5.0
+DRAIN_TIMEOUT = 5.0
+
+
+def _die_with_parent(parent_pid: int) -> None:
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:  # pragma: no cover
+        log.warning("PR_SET_PDEATHSIG failed: errno %d", ctypes.get_errno())
+    if os.getppid() != parent_pid:  # the parent died before we could ask
+        os._exit(1)
+
+
+def _resolve(entry: str) -> Callable[[Message], Any]:
+    module_name, _, attr = entry.partition(":")
+    target: Any = importlib.import_module(module_name)
+    for part in attr.split("."):
+        target = getattr(target, part)
+    if not callable(target):
+        raise TypeError(f"entry {entry!r} is not callable")
+    return target  # type: ignore[no-any-return]
+
+
+async def _run_entry(fn: Callable[[Message], Any], payload: Message) -> None:
+    if inspect.iscoroutinefunction(fn):
+        await fn(payload)
+        return
+    result = await asyncio.to_thread(fn, payload)
+    if inspect.isawaitable(result):
+        await result
+
+
+async def _serve_requests(requests: Receiver[HostRequest], runtime: Runtime) -> None:
+    try:
+        while True:
+            request = await requests.recv()
+            if isinstance(request, Shutdown):
+                return
+            if isinstance(request, Connect):
+                _connect(request, runtime)
+    except (ChannelClosed, ChannelFailed):
+        log.info("the parent is gone; exiting")
+
+
+def _connect(request: Connect, runtime: Runtime) -> None:
+    peer = NodeId(request.node)
+    if request.fd is None:
+        runtime.node.fail_node(peer, "no such node in the mesh")
+        return
+    sock = socket.socket(fileno=request.fd.detach())
+    runtime.attach(peer, sock)
+
+
+async def _serve(runtime: Runtime, port: Port) -> int:
+    receiver: Receiver[InitialMessage] = receiver_from_port(port, InitialMessage)
+    try:
+        init = await receiver.recv()
+    except (ChannelClosed, ChannelFailed) as exc:
+        log.error("no initial message from the parent: %s", exc)
+        return 1
+    finally:
+        receiver.close()
+    leader = init.leader
+    runtime.node.on_unknown_node = lambda node: leader.send(ConnectTo(node))
+    for module in init.imports:
+        importlib.import_module(module)
+    entry = asyncio.create_task(_run_entry(_resolve(init.entry), init.payload))
+    serving = asyncio.create_task(_serve_requests(init.requests, runtime))
+    await asyncio.wait({entry, serving}, return_when=asyncio.FIRST_COMPLETED)
+    for task in (entry, serving):
+        task.cancel()
+    code = 0
+    for task in (entry, serving):
+        with contextlib.suppress(asyncio.CancelledError):
+            try:
+                await task
+            except Exception:
+                log.exception("entry %s of child %r failed", init.entry, init.name)
+                code = 1
+    init.requests.close()
+    leader.close()
+    return code
+
+
+def _settle(node: LocalNode) -> None:
+    settled = threading.Event()
+    node.when_settled(settled.set)
+    if not settled.wait(SETTLE_TIMEOUT):
+        log.warning("exiting with ports still in flight after %s s", SETTLE_TIMEOUT)
+
+
+def main() -> None:
+    text = os.environ.pop(ENV_VAR, None)
+    if text is None:
+        sys.stderr.write("workmesh child: no invitation; this module is started by a Mesh\n")
+        sys.exit(2)
+    inv: Invitation = decode_invitation(text)
+    _die_with_parent(inv.parent_pid)
+    for path in inv.sys_path:
+        if path not in sys.path:
+            sys.path.append(path)
+    logging.basicConfig(
+        level=os.environ.get("WORKMESH_LOG", "WARNING").upper(),
+        format=f"[{inv.name} %(process)d] %(levelname)s %(name)s: %(message)s",
+    )
+    node = LocalNode(NodeId(inv.child_node))
+    install_process_node(node)
+    runtime = acquire_runtime()
+    parent = NodeId(inv.parent_node)
+    # The port must exist before the first frame can arrive for it.
+    port = node.bootstrap_port(PortId(inv.child_port), (parent, PortId(inv.parent_port)))
+    runtime.attach(parent, socket.socket(fileno=inv.fd), send_hello=inv.secret)
+    log.debug("child %r joined as %s", inv.name, node_name(node.id))
+    code = asyncio.run(_serve(runtime, port))
+    _settle(node)
+    runtime.drain(DRAIN_TIMEOUT)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # The process is done; threads started by user code must not keep it alive.
+    os._exit(code)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,317 @@
+"""The parent side: :class:`Mesh` starts child processes and brokers their links.
+
+A child is started from ``sys.executable`` (never a shell or a shim) with one
+inherited socket to its parent and an invitation in its environment.  It runs an
+entry function (``"module:function"``) with a message that may carry channel
+endpoints and descriptors, so a child holds only what it was handed.  Children
+die with their parent (``PR_SET_PDEATHSIG``), are always reaped (a pidfd on the
+I/O loop reports the exit at once), and leaving the ``Mesh`` shuts every child
+down: politely first, then ``SIGKILL`` after a timeout.
+
+The parent is the mesh's *leader*: when a child needs a link to another child (a
+port whose peer lives there arrived), it asks, and the leader makes a socketpair
+and hands one end to each.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from typing import IO, Any
+
+from .._channel import Receiver, Sender, channel
+from .._channel._mpsc import sender_from_port
+from .._ids import NodeId, new_node_id, new_port_id, node_name
+from .._wire import Message
+from ._protocol import (
+    ENV_VAR,
+    Connect,
+    ConnectTo,
+    HostRequest,
+    InitialMessage,
+    Invitation,
+    LeaderRequest,
+    Shutdown,
+    encode_invitation,
+)
+from ._runtime import Runtime, acquire_runtime, release_runtime
+
+log = logging.getLogger(__name__)
+
+
+def describe_status(returncode: int) -> str:
+    if returncode == 0:
+        return "exited successfully"
+    if returncode < 0:
+        try:
+            name = signal.Signals(-returncode).name
+        except ValueError:
+            name = f"signal {-returncode}"
+        return f"killed by {name}"
+    return f"exited with status {returncode}"
+
+
+class ChildProcess:
+    """A child process of a :class:`Mesh`."""
+
+    def __init__(self, name: str, proc: subprocess.Popen[bytes], node: NodeId) -> None:
+        self.name = name
+        self.pid = proc.pid
+        self.node_id = node
+        self.started = time.monotonic()
+        self._proc = proc
+        self._exit: concurrent.futures.Future[int] = concurrent.futures.Future()
+        self.requests: Sender[HostRequest] | None = None
+
+    def __repr__(self) -> str:
+        state = "running" if self.returncode is None else describe_status(self.returncode)
+        return f"<ChildProcess {self.name!r} pid={self.pid} {state}>"
+
+    @property
+    def returncode(self) -> int | None:
+        """None while running; else like subprocess (negative: killed by that signal)."""
+        return self._exit.result() if self._exit.done() else None
+
+    async def wait(self) -> int:
+        """Wait for the exit status.  Cancelling a wait does not affect other waiters."""
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[int] = loop.create_future()
+
+        def resolve(done: concurrent.futures.Future[int]) -> None:
+            def settle() -> None:
+                if not waiter.done():
+                    waiter.set_result(done.result())
+
+            with contextlib.suppress(RuntimeError):  # the waiting loop is gone
+                loop.call_soon_threadsafe(settle)
+
+        self._exit.add_done_callback(resolve)
+        return await waiter
+
+    def wait_blocking(self, timeout: float | None = None) -> int:
+        return self._exit.result(timeout)
+
+    def kill(self) -> None:
+        """SIGKILL the child (only while it has not been reaped: the pid is still ours)."""
+        self._signal(signal.SIGKILL)
+
+    def terminate(self) -> None:
+        self._signal(signal.SIGTERM)
+
+    def _signal(self, sig: int) -> None:
+        if not self._exit.done():
+            with contextlib.suppress(ProcessLookupError):
+                self._proc.send_signal(sig)
+
+    def _reaped(self, returncode: int) -> None:
+        self._proc.returncode = returncode
+        log.log(
+            logging.INFO if returncode == 0 else logging.WARNING,
+            "child %r (pid %d) %s",
+            self.name,
+            self.pid,
+            describe_status(returncode),
+        )
+        if not self._exit.done():
+            self._exit.set_result(returncode)
+
+
+class Mesh:
+    """This process's mesh.  ``async with Mesh("name") as mesh: ...``"""
+
+    def __init__(self, name: str, *, shutdown_timeout: float = 5.0) -> None:
+        self.name = name
+        self.shutdown_timeout = shutdown_timeout
+        self.children: dict[NodeId, ChildProcess] = {}
+        self._runtime: Runtime | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    @property
+    def runtime(self) -> Runtime:
+        if self._runtime is None:
+            raise RuntimeError("the Mesh is not running: use 'async with Mesh(...)'")
+        return self._runtime
+
+    async def __aenter__(self) -> Mesh:
+        self._runtime = acquire_runtime()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.shutdown()
+
+    # ----------------------------------------------------------------- spawning
+    async def spawn(
+        self,
+        name: str,
+        entry: str,
+        message: Any = None,
+        *,
+        imports: Sequence[str] = (),
+        env: Mapping[str, str] | None = None,
+        stderr: IO[Any] | int | None = None,
+    ) -> ChildProcess:
+        """Start a child that runs ``entry`` (``"module:function"``) with ``message``.
+
+        The function receives a :class:`~workmesh.Message` (parse it to the type it
+        expects); it may be ``async``.  The child exits when the function returns.
+        """
+        runtime = self.runtime
+        if ":" not in entry:
+            raise ValueError(f"entry must be 'module:function', got {entry!r}")
+        parent_sock, child_sock = socket.socketpair()
+        child_id, secret = new_node_id(), os.urandom(16)
+        parent_port, child_port = new_port_id(), new_port_id()
+        invitation = Invitation(
+            name=name,
+            parent_node=runtime.node.id,
+            child_node=child_id,
+            parent_port=parent_port,
+            child_port=child_port,
+            secret=secret,
+            fd=child_sock.fileno(),
+            parent_pid=os.getpid(),
+            sys_path=[p for p in sys.path if p],
+        )
+        try:
+            proc = self._popen(invitation, env, stderr, child_sock)
+        finally:
+            child_sock.close()
+        child = ChildProcess(name, proc, child_id)
+        self.children[child_id] = child
+        self._watch_exit(child)
+        # Queue the initial message first: the port must exist before the child's
+        # first frame for it can arrive, and the frames wait until the link is up.
+        self._send_initial(
+            child,
+            entry=entry,
+            message=message,
+            imports=imports,
+            parent_port=parent_port,
+            child_port=child_port,
+        )
+        runtime.attach(child_id, parent_sock, expect_hello=secret)
+        log.info("started child %r (pid %d, node %s)", name, proc.pid, node_name(child_id))
+        return child
+
+    def _popen(
+        self,
+        invitation: Invitation,
+        env: Mapping[str, str] | None,
+        stderr: IO[Any] | int | None,
+        child_sock: socket.socket,
+    ) -> subprocess.Popen[bytes]:
+        child_env = dict(os.environ if env is None else env)
+        child_env[ENV_VAR] = encode_invitation(invitation)
+        return subprocess.Popen(
+            [sys.executable, "-m", "workmesh._process._child", invitation.name],
+            stdin=subprocess.DEVNULL,
+            stderr=stderr,
+            env=child_env,
+            pass_fds=(child_sock.fileno(),),
+            close_fds=True,
+            # Its own process group: a Ctrl-C aimed at the parent's terminal is the
+            # parent's to handle; children go when the parent tells them, or dies.
+            process_group=0,
+        )
+
+    def _send_initial(
+        self,
+        child: ChildProcess,
+        *,
+        entry: str,
+        message: Any,
+        imports: Sequence[str],
+        parent_port: bytes,
+        child_port: bytes,
+    ) -> None:
+        node = self.runtime.node
+        requests, requests_rx = channel(HostRequest)
+        leader_tx, leader_rx = channel(LeaderRequest)
+        child.requests = requests
+        port = node.bootstrap_port(parent_port, (child.node_id, child_port))  # type: ignore[arg-type]
+        init = sender_from_port(port, InitialMessage)
+        init.send(
+            InitialMessage(
+                child.name, entry, Message(message), list(imports), requests_rx, leader_tx
+            )
+        )
+        init.close()
+        task = asyncio.get_running_loop().create_task(self._serve_leader(child, leader_rx))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _watch_exit(self, child: ChildProcess) -> None:
+        io = self.runtime.io
+
+        def start() -> None:
+            pidfd = os.pidfd_open(child.pid)
+
+            def on_exit() -> None:
+                assert io.loop is not None
+                io.loop.remove_reader(pidfd)
+                os.close(pidfd)
+                _pid, status = os.waitpid(child.pid, 0)
+                child._reaped(os.waitstatus_to_exitcode(status))
+
+            assert io.loop is not None
+            io.loop.add_reader(pidfd, on_exit)
+
+        io.call_sync(start)
+
+    # ----------------------------------------------------------------- the leader
+    async def _serve_leader(self, child: ChildProcess, requests: Receiver[LeaderRequest]) -> None:
+        async for request in requests:
+            if isinstance(request, ConnectTo):
+                self._broker(child, NodeId(request.node))
+
+    def _broker(self, child: ChildProcess, target_id: NodeId) -> None:
+        target = self.children.get(target_id)
+        if target is None or target.returncode is not None or target.requests is None:
+            log.warning("child %r asked for unknown node %s", child.name, node_name(target_id))
+            if child.requests is not None:
+                child.requests.send(Connect(target_id))
+            return
+        if child.requests is None:
+            return
+        from .._fd import OwnedFd  # noqa: PLC0415 - only the broker needs it
+
+        one, other = socket.socketpair()
+        child.requests.send(Connect(target_id, OwnedFd(one.detach())))
+        target.requests.send(Connect(child.node_id, OwnedFd(other.detach())))
+
+    # ----------------------------------------------------------------- shutdown
+    async def shutdown(self) -> None:
+        """Ask every child to exit; kill those that have not within the timeout."""
+        if self._runtime is None:
+            return
+        children = [c for c in self.children.values() if c.returncode is None]
+        for child in children:
+            if child.requests is not None:
+                child.requests.send(Shutdown())
+        for child in children:
+            try:
+                await asyncio.wait_for(child.wait(), self.shutdown_timeout)
+            except TimeoutError:
+                log.warning("child %r (pid %d) did not exit; killing it", child.name, child.pid)
+                child.kill()
+                await child.wait()
+        for child in self.children.values():
+            if child.requests is not None:
+                child.requests.close()
+                child.requests = None
+        for task in list(self._tasks):
+            task.cancel()
+        for task in list(self._tasks):
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._runtime = None
+        release_runtime()

@@ -1,0 +1,83 @@
+"""What parent and child say to each other when a child process joins the mesh.
+
+The *invitation* travels in an environment variable (msgpack, base64): who the
+child is, which socket (an inherited descriptor) leads to its parent, the ids of
+the first port pair, and a secret the child must present first on that socket.
+Everything after that travels as ordinary workmesh messages on that first port:
+the :class:`InitialMessage` hands the child its control channels and the entry
+function's message.
+"""
+
+from __future__ import annotations
+
+import base64
+
+import msgspec
+
+from .._channel import Receiver, Sender
+from .._errors import PayloadError
+from .._fd import OwnedFd
+from .._wire import Message
+
+ENV_VAR = "WORKMESH_INVITATION"
+
+
+class Invitation(msgspec.Struct, frozen=True):
+    name: str
+    parent_node: bytes
+    child_node: bytes
+    parent_port: bytes
+    child_port: bytes
+    secret: bytes
+    fd: int
+    parent_pid: int
+    sys_path: list[str] = []
+
+
+class Shutdown(msgspec.Struct, tag="shutdown"):
+    """Parent to child: finish and exit."""
+
+
+class Connect(msgspec.Struct, tag="connect"):
+    """Leader to child: here is a socket to node ``node`` (None: no such node)."""
+
+    node: bytes
+    fd: OwnedFd | None = None
+
+
+HostRequest = Shutdown | Connect
+
+
+class ConnectTo(msgspec.Struct, tag="connect"):
+    """Child to leader: I need a connection to ``node``."""
+
+    node: bytes
+
+
+LeaderRequest = ConnectTo
+
+
+class InitialMessage(msgspec.Struct):
+    name: str
+    entry: str
+    payload: Message
+    imports: list[str]
+    requests: Receiver[HostRequest]
+    leader: Sender[LeaderRequest]
+
+
+_encoder = msgspec.msgpack.Encoder()
+_decoder = msgspec.msgpack.Decoder(Invitation)
+
+
+def encode_invitation(inv: Invitation) -> str:
+    return base64.b64encode(_encoder.encode(inv)).decode("ascii")
+
+
+def decode_invitation(text: str) -> Invitation:
+    try:
+        return _decoder.decode(base64.b64decode(text, validate=True))
+    except (ValueError, msgspec.DecodeError) as exc:
+        raise PayloadError(
+            f"malformed {ENV_VAR}: {exc}", expected="base64 msgpack Invitation", got=text[:40]
+        ) from exc

@@ -1,0 +1,360 @@
+"""Carriers for node frames (layer L4): Unix-domain stream sockets with SCM_RIGHTS.
+
+One :class:`IoLoop` per process -- a thread running an asyncio loop (uvloop when
+it is installed) -- services every connection.  Local channel operations never
+need it; only frames to and from other processes go through it.
+
+A :class:`Connection` joins this process's node with one remote node over a
+connected ``AF_UNIX``/``SOCK_STREAM`` socket:
+
+* Reading uses ``recvmsg_into`` on a reused buffer (asyncio's own transports
+  cannot receive ancillary data, and a fresh buffer per read costs an mmap in a
+  young process).  Descriptors that arrive are queued in order; each frame's header
+  says how many of them belong to it.
+* Writing coalesces: the node tells the connection that its outbox is non-empty,
+  and one flush per loop turn takes every waiting frame and sends them with as
+  few ``sendmsg`` calls as possible, descriptors riding on the call that carries
+  their frame's first byte.
+* A malformed stream, an oversized frame, lost descriptors or an I/O error cut the
+  connection (the error is logged) and fail every port routed through that node;
+  a clean end of stream is an orderly disconnect.  Other connections carry on.
+"""
+
+from __future__ import annotations
+
+import array
+import asyncio
+import concurrent.futures
+import contextlib
+import logging
+import socket
+import threading
+from collections import deque
+from collections.abc import Callable, Coroutine
+from typing import Any, TypeVar
+
+from ._errors import PayloadError
+from ._fd import OwnedFd
+from ._ids import NodeId, node_name
+from ._node import LocalNode, ProtocolError
+from ._wire import DEFAULT_MAX_FDS, DEFAULT_MAX_FRAME, FrameDecoder, frame_prefix
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+READ_BUFFER = 256 * 1024
+WRITE_BATCH = 256 * 1024
+MAX_FDS_PER_SEND = 250  # the kernel's SCM_MAX_FD is 253
+MAX_IOV = 512  # below the kernel's IOV_MAX of 1024 buffers per sendmsg
+_FD_SIZE = array.array("i").itemsize
+_ANC_SIZE = socket.CMSG_SPACE(MAX_FDS_PER_SEND * _FD_SIZE)
+_SMALL_FRAME = 4096  # frames up to this size are copied behind their header
+
+
+def _new_loop() -> asyncio.AbstractEventLoop:
+    try:
+        import uvloop  # noqa: PLC0415 - optional speed-up
+
+        return uvloop.new_event_loop()
+    except ImportError:
+        return asyncio.new_event_loop()
+
+
+class IoLoop:
+    """A thread running the event loop that services this process's connections."""
+
+    def __init__(self, name: str = "workmesh-io") -> None:
+        self._ready = threading.Event()
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self.thread.start()
+        self._ready.wait()
+
+    def _run(self) -> None:
+        loop = _new_loop()
+        asyncio.set_event_loop(loop)
+        self.loop = loop
+        self._ready.set()
+        try:
+            loop.run_forever()
+        finally:
+            loop.run_until_complete(loop.shutdown_asyncgens())
+            loop.close()
+
+    @property
+    def _loop(self) -> asyncio.AbstractEventLoop:
+        assert self.loop is not None
+        return self.loop
+
+    def on_loop(self) -> bool:
+        return threading.get_ident() == self.thread.ident
+
+    def call(self, fn: Callable[..., object], *args: Any) -> None:
+        """Run ``fn(*args)`` on the loop thread, soon."""
+        if self.on_loop():
+            self._loop.call_soon(fn, *args)
+        else:
+            self._loop.call_soon_threadsafe(fn, *args)
+
+    def run(self, coro: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
+        return asyncio.run_coroutine_threadsafe(coro, self._loop)
+
+    def call_sync(self, fn: Callable[[], T], timeout: float = 30.0) -> T:
+        """Run ``fn`` on the loop thread and wait for its result."""
+        if self.on_loop():
+            return fn()
+
+        async def invoke() -> T:
+            return fn()
+
+        return self.run(invoke()).result(timeout)
+
+    def stop(self) -> None:
+        if self.thread.is_alive():
+            with contextlib.suppress(RuntimeError):  # already closed
+                self._loop.call_soon_threadsafe(self._loop.stop)
+            if not self.on_loop():
+                self.thread.join()
+
+
+class Connection:
+    """A node-to-node link over one connected Unix stream socket."""
+
+    def __init__(
+        self,
+        io: IoLoop,
+        node: LocalNode,
+        peer: NodeId,
+        sock: socket.socket,
+        *,
+        expect_hello: bytes = b"",
+        send_hello: bytes = b"",
+        max_frame: int = DEFAULT_MAX_FRAME,
+        max_fds: int = DEFAULT_MAX_FDS,
+        on_closed: Callable[[Connection, BaseException | None], None] | None = None,
+    ) -> None:
+        self.io = io
+        self.node = node
+        self.peer = peer
+        self.sock = sock
+        self.on_closed = on_closed
+        self._hello = expect_hello
+        self._decoder = FrameDecoder(max_frame, max_fds)
+        self._rbuf = bytearray(READ_BUFFER)
+        self._rview = memoryview(self._rbuf)
+        self._fds: deque[OwnedFd] = deque()
+        self._out: deque[list[Any]] = deque()  # [data, fds] segments, fds sent with data
+        if send_hello:
+            self._out.append([memoryview(send_hello), []])
+        self._flush_scheduled = False
+        self._writing = False
+        self.closed = False
+        self.error: BaseException | None = None
+
+    def __repr__(self) -> str:
+        return f"<Connection to {node_name(self.peer)}{' closed' if self.closed else ''}>"
+
+    # ----------------------------------------------------------------- lifecycle
+    def start(self) -> None:
+        """Begin servicing the socket (call on the loop thread)."""
+        self.sock.setblocking(False)
+        self.io._loop.add_reader(self.sock.fileno(), self._on_readable)
+        self.node.connect(self.peer, self._notify)
+        if self._out:
+            self._write()
+
+    def close(self, error: BaseException | None = None) -> None:
+        """Cut the connection (loop thread).  ``error`` None means an orderly end."""
+        if self.closed:
+            return
+        self.closed = True
+        self.error = error
+        loop = self.io._loop
+        fd = self.sock.fileno()
+        if fd >= 0:
+            loop.remove_reader(fd)
+            loop.remove_writer(fd)
+        self.sock.close()
+        for segment in self._out:
+            for owned in segment[1]:
+                owned.close()
+        self._out.clear()
+        while self._fds:
+            self._fds.popleft().close()
+        if error is None:
+            self.node.disconnect(self.peer)
+        else:
+            log.error("connection to %s cut: %s", node_name(self.peer), error)
+            self.node.fail_node(self.peer, "connection failed", error)
+        if self.on_closed is not None:
+            self.on_closed(self, error)
+
+    def drain_blocking(self, timeout: float) -> bool:
+        """Write out everything queued, blocking up to ``timeout`` s (process exit)."""
+        if self.closed:
+            return True
+        self._take_outbox()
+        self.sock.settimeout(timeout)
+        try:
+            while self._out:
+                self._send_batch()
+        except OSError as exc:
+            log.warning("could not flush to %s before exit: %s", node_name(self.peer), exc)
+            return False
+        finally:
+            self.sock.setblocking(False)
+        return True
+
+    # ----------------------------------------------------------------- writing
+    def _notify(self) -> None:
+        """The node has frames for the peer (any thread; one flush per loop turn)."""
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            self.io.call(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        if self.closed:
+            return
+        self._take_outbox()
+        if not self._writing:
+            self._write()
+
+    def _take_outbox(self) -> None:
+        for data, fds in self.node.take_outbox(self.peer):
+            header = frame_prefix(len(data), len(fds))
+            if len(data) <= _SMALL_FRAME:
+                self._out.append([memoryview(header + data), fds])
+            else:
+                self._out.append([memoryview(header), fds])
+                self._out.append([memoryview(data), []])
+
+    def _write(self) -> None:
+        try:
+            while self._out:
+                if self._send_batch() == 0:
+                    break
+        except BlockingIOError:
+            pass
+        except (BrokenPipeError, ConnectionResetError):
+            self.close(None)  # the peer went away: an end, not a protocol failure
+            return
+        except OSError as exc:
+            self.close(exc)
+            return
+        want_writer = bool(self._out)
+        if want_writer != self._writing:
+            self._writing = want_writer
+            if want_writer:
+                self.io._loop.add_writer(self.sock.fileno(), self._on_writable)
+            else:
+                self.io._loop.remove_writer(self.sock.fileno())
+
+    def _on_writable(self) -> None:
+        self._take_outbox()
+        self._write()
+
+    def _send_batch(self) -> int:
+        """One sendmsg of as many queued segments as fit; returns bytes written."""
+        buffers: list[memoryview] = []
+        fds: list[OwnedFd] = []
+        size = count = 0
+        for segment in self._out:
+            if (
+                size >= WRITE_BATCH
+                or count >= MAX_IOV
+                or len(fds) + len(segment[1]) > MAX_FDS_PER_SEND
+            ):
+                break
+            buffers.append(segment[0])
+            fds += segment[1]
+            size += len(segment[0])
+            count += 1
+        anc = []
+        if fds:
+            numbers = array.array("i", [fd.fileno() for fd in fds])
+            anc = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, numbers.tobytes())]
+        sent = self.sock.sendmsg(buffers, anc)
+        if fds:
+            # The descriptors went with this call, even if not all of the data did;
+            # the kernel holds its own references now.
+            for owned in fds:
+                owned.close()
+            for index in range(count):
+                self._out[index][1] = []
+        self._consume(sent)
+        return sent
+
+    def _consume(self, sent: int) -> None:
+        out = self._out
+        while sent and out:
+            view = out[0][0]
+            if len(view) <= sent:
+                sent -= len(view)
+                out.popleft()
+            else:
+                out[0][0] = view[sent:]
+                sent = 0
+
+    # ----------------------------------------------------------------- reading
+    def _on_readable(self) -> None:
+        try:
+            for _ in range(16):  # drain a burst, but let other connections run too
+                n = self._read_once()
+                if n < len(self._rbuf):
+                    break
+        except BlockingIOError:
+            pass
+        except (ProtocolError, PayloadError) as exc:
+            self.close(exc)
+        except ConnectionResetError:
+            self.close(None)
+        except OSError as exc:
+            self.close(exc)
+
+    def _read_once(self) -> int:
+        n, ancdata, flags, _addr = self.sock.recvmsg_into([self._rview], _ANC_SIZE)
+        self._take_fds(ancdata)
+        if flags & socket.MSG_CTRUNC:
+            raise ProtocolError("descriptors were lost in transit (control data truncated)")
+        if n == 0:
+            if self._decoder.pending:
+                raise ProtocolError("stream ended inside a frame")
+            self.close(None)
+            return 0
+        data = self._rview[:n]
+        if self._hello:
+            data = self._check_hello(data)
+        frames = self._decoder.feed(data)
+        if frames:
+            self._deliver(frames)
+        return n
+
+    def _take_fds(self, ancdata: list[tuple[int, int, bytes]]) -> None:
+        for level, kind, payload in ancdata:
+            if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+                numbers = array.array("i")
+                numbers.frombytes(payload[: len(payload) - len(payload) % _FD_SIZE])
+                self._fds.extend(OwnedFd(fd) for fd in numbers)
+
+    def _check_hello(self, data: memoryview) -> memoryview:
+        want = self._hello
+        got = bytes(data[: len(want)])
+        if not want.startswith(got):
+            raise ProtocolError(
+                f"peer {node_name(self.peer)} did not present the expected invitation secret"
+            )
+        self._hello = want[len(got) :]
+        return data[len(got) :]
+
+    def _deliver(self, frames: list[tuple[bytes, int]]) -> None:
+        batch: list[tuple[bytes, list[OwnedFd]]] = []
+        for data, nfds in frames:
+            if nfds > len(self._fds):
+                raise ProtocolError(
+                    f"frame from {node_name(self.peer)} names {nfds} descriptors "
+                    f"but only {len(self._fds)} arrived"
+                )
+            batch.append((data, [self._fds.popleft() for _ in range(nfds)]))
+        self.node.receive_many(self.peer, batch)

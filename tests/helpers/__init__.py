@@ -1,0 +1,1 @@
+"""Entry functions that the tests run in child processes."""

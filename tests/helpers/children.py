@@ -1,0 +1,145 @@
+"""Entry functions for child processes started by the tests (``"module:function"``)."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import msgspec
+
+import workmesh as wm
+
+
+class EchoParams(msgspec.Struct):
+    requests: wm.Receiver[Any]
+    replies: wm.Sender[Any]
+
+
+async def echo(message: wm.Message) -> None:
+    """Send back everything that arrives, until the channel closes."""
+    params = message.parse(EchoParams)
+    async for item in params.requests:
+        params.replies.send(item)
+
+
+class PidParams(msgspec.Struct):
+    reply: wm.Sender[int]
+    hold: wm.Receiver[int]
+
+
+async def report_pid_and_wait(message: wm.Message) -> None:
+    params = message.parse(PidParams)
+    params.reply.send(os.getpid())
+    async for _ in params.hold:
+        pass
+
+
+def sync_entry(message: wm.Message) -> None:
+    reply = message.parse(wm.Sender[str])
+    reply.send("from a sync entry")
+
+
+async def fail(message: wm.Message) -> None:
+    raise RuntimeError("the entry failed on purpose")
+
+
+class BounceParams(msgspec.Struct):
+    inbox: wm.Receiver[Any]
+    outbox: wm.Sender[Any]
+
+
+async def bounce(message: wm.Message) -> None:
+    """Send every message (endpoints inside included) straight back."""
+    params = message.parse(BounceParams)
+    async for item in params.inbox:
+        params.outbox.send(item)
+
+
+class Calc(msgspec.Struct):
+    rpc: wm.FailableRpc[int, int]
+
+
+async def calc_server(message: wm.Message) -> None:
+    """Doubles numbers; refuses negative ones with an error."""
+    requests = message.parse(wm.Receiver[Calc])
+
+    def double(x: int) -> int:
+        if x < 0:
+            raise ValueError(f"negative input {x}")
+        return 2 * x
+
+    async for request in requests:
+        await request.rpc.handle_failable(double)
+
+
+class FdParams(msgspec.Struct):
+    pipe_w: wm.OwnedFd
+    conn: wm.OwnedFd
+    listener: wm.OwnedFd
+    done: wm.Sender[str]
+
+
+def use_fds(message: wm.Message) -> None:
+    """Write to a pipe, talk on a connected socket, accept on a listening one."""
+    import socket  # noqa: PLC0415 - only this entry needs it
+
+    params = message.parse(FdParams)
+    os.write(params.pipe_w.fileno(), b"through the pipe")
+    params.pipe_w.close()
+    with socket.socket(fileno=params.conn.detach()) as conn:
+        conn.sendall(b"on the socket")
+    with socket.socket(fileno=params.listener.detach()) as listener:
+        accepted, _ = listener.accept()
+        with accepted:
+            accepted.sendall(b"accepted in the child")
+    params.done.send("done")
+
+
+class ForwardParams(msgspec.Struct):
+    inbox: wm.Receiver[wm.Receiver[str]]
+    onward: wm.Sender[wm.Receiver[str]]
+
+
+async def forward_receiver(message: wm.Message) -> None:
+    """Take one Receiver and send it onward, then stay alive until told otherwise."""
+    params = message.parse(ForwardParams)
+    receiver = await params.inbox.recv()
+    params.onward.send(receiver)
+    params.onward.close()
+    async for _ in params.inbox:
+        pass
+
+
+class SinkParams(msgspec.Struct):
+    inbox: wm.Receiver[wm.Receiver[str]]
+    replies: wm.Sender[str]
+
+
+async def echo_received_receiver(message: wm.Message) -> None:
+    """Receive a Receiver, then echo everything that arrives on it."""
+    params = message.parse(SinkParams)
+    receiver = await params.inbox.recv()
+    async for text in receiver:
+        params.replies.send(f"C got {text}")
+
+
+def write_garbage(message: wm.Message) -> None:
+    """Break the protocol on purpose: raw bytes on the link to the parent."""
+    from workmesh._process._runtime import acquire_runtime  # noqa: PLC0415
+
+    runtime = acquire_runtime()
+    (conn,) = runtime.connections.values()
+    conn.sock.setblocking(True)
+    conn.sock.sendall(b"\xff" * 64)
+    hold = message.parse(wm.Receiver[int])
+    hold.recv_blocking()
+
+
+class TypedParams(msgspec.Struct):
+    out: wm.Sender[str]
+
+
+def send_wrong_type(message: wm.Message) -> None:
+    """Send a str where the parent's receiver expects int."""
+    params = message.parse(TypedParams)
+    params.out.send("not an int")

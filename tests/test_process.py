@@ -1,0 +1,373 @@
+"""Channels across real child processes: order, close, failure, fds, limits, cleanup.
+
+Every child is started through a Mesh from ``sys.executable``; every test leaves no
+child, thread or descriptor behind (the conftest fixtures check).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import select
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+
+import workmesh as wm
+from workmesh._process import Mesh
+
+from .helpers.children import (
+    BounceParams,
+    Calc,
+    EchoParams,
+    FdParams,
+    ForwardParams,
+    PidParams,
+    SinkParams,
+    TypedParams,
+)
+
+pytestmark = pytest.mark.timeout(60)
+
+T = TypeVar("T")
+CHILDREN = "tests.helpers.children"
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def run(coro_fn: Callable[[], Awaitable[T]]) -> T:
+    return asyncio.run(coro_fn())  # type: ignore[arg-type]
+
+
+async def within(awaitable: Awaitable[T], seconds: float = 10) -> T:
+    return await asyncio.wait_for(awaitable, seconds)
+
+
+async def spawn_echo(mesh: Mesh) -> tuple[Any, wm.Sender[Any], wm.Receiver[Any]]:
+    req_tx, req_rx = wm.channel()
+    rep_tx, rep_rx = wm.channel()
+    child = await mesh.spawn("echo", f"{CHILDREN}:echo", EchoParams(req_rx, rep_tx))
+    return child, req_tx, rep_rx
+
+
+def test_round_trip_keeps_order_and_close() -> None:
+    async def main() -> None:
+        async with Mesh("test") as mesh:
+            child, tx, rx = await spawn_echo(mesh)
+            for i in range(1000):
+                tx.send({"n": i, "blob": b"x" * (i % 7)})
+            got = [await within(rx.recv()) for _ in range(1000)]
+            assert [g["n"] for g in got] == list(range(1000))
+            tx.close()
+            with pytest.raises(wm.ChannelClosed):
+                await within(rx.recv())
+            assert await within(child.wait()) == 0
+
+    run(main)
+
+
+def test_typed_payloads_and_many_senders_keep_per_sender_order() -> None:
+    async def main() -> None:
+        async with Mesh("test") as mesh:
+            child, tx, rx = await spawn_echo(mesh)
+            clones = [tx.clone() for _ in range(3)]
+            for i in range(100):
+                for k, c in enumerate(clones):
+                    c.send((k, i))
+            seen: dict[int, list[int]] = {0: [], 1: [], 2: []}
+            for _ in range(300):
+                k, i = await within(rx.recv())
+                seen[k].append(i)
+            assert all(v == list(range(100)) for v in seen.values())
+            for c in [tx, *clones]:
+                c.close()
+            await within(child.wait())
+
+    run(main)
+
+
+def test_endpoints_bounce_through_a_child_and_keep_working() -> None:
+    async def main() -> None:
+        async with Mesh("test") as mesh:
+            in_tx, in_rx = wm.channel()
+            out_tx, out_rx = wm.channel()
+            child = await mesh.spawn("bounce", f"{CHILDREN}:bounce", BounceParams(in_rx, out_tx))
+            data_tx, data_rx = wm.channel(str)
+            data_tx.send("before")
+            in_tx.send({"rx": data_rx})
+            back = await within(out_rx.recv())
+            data_tx.send("after")
+            assert await within(back["rx"].recv()) == "before"
+            assert await within(back["rx"].recv()) == "after"
+            data_tx.close()
+            with pytest.raises(wm.ChannelClosed):
+                await within(back["rx"].recv())
+            in_tx.close()
+            await within(child.wait())
+
+    run(main)
+
+
+def test_failable_rpc_across_processes() -> None:
+    async def main() -> None:
+        async with Mesh("test") as mesh:
+            tx, rx = wm.channel(Calc)
+            child = await mesh.spawn("calc", f"{CHILDREN}:calc_server", rx)
+            del rx
+            assert await within(tx.call_failable(Calc, 21)) == 42
+            with pytest.raises(wm.RemoteError) as info:
+                await within(tx.call_failable(Calc, -1))
+            err = info.value
+            assert str(err) == "negative input -1"
+            assert err.chain[0].type_name == "ValueError"
+            assert "in double" in (err.chain[0].traceback or "")
+            tx.close()
+            await within(child.wait())
+
+    run(main)
+
+
+def test_kill_9_fails_every_pending_receive() -> None:
+    async def main() -> None:
+        async with Mesh("test") as mesh:
+            child, tx, rx = await spawn_echo(mesh)
+            tx.send("warm")
+            assert await within(rx.recv()) == "warm"
+            calls_tx, calls_rx = wm.channel(Calc)
+            calc = await mesh.spawn("calc", f"{CHILDREN}:calc_server", calls_rx)
+            del calls_rx
+            pending = asyncio.ensure_future(rx.recv())
+            calls = [asyncio.ensure_future(calls_tx.call_failable(Calc, i)) for i in range(5)]
+            await within(asyncio.gather(*calls))
+            hang = asyncio.ensure_future(tx.call(lambda rpc: rpc, 1))  # never answered
+            child.kill()
+            with pytest.raises(wm.ChannelFailed) as info:
+                await within(pending, 1.0)
+            assert info.value.kind is wm.ChannelErrorKind.NODE_FAILURE
+            assert "communication with node N-" in str(info.value)
+            with pytest.raises((wm.ChannelFailed, wm.ChannelClosed)):
+                await within(hang, 1.0)
+            assert await within(child.wait()) == -signal.SIGKILL
+            assert tx.is_closed()
+            calls_tx.close()
+            await within(calc.wait())
+
+    run(main)
+
+
+def test_fds_cross_into_a_child_and_work_there() -> None:
+    async def main() -> None:
+        async with Mesh("test") as mesh:
+            r, w = os.pipe()
+            ours, theirs = socket.socketpair()
+            listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            listener.bind(f"\0workmesh-test-{os.getpid()}")
+            listener.listen()
+            done_tx, done_rx = wm.channel(str)
+            params = FdParams(
+                wm.OwnedFd(w),
+                wm.OwnedFd(theirs.detach()),
+                wm.OwnedFd(listener.detach()),
+                done_tx,
+            )
+            child = await mesh.spawn("fds", f"{CHILDREN}:use_fds", params)
+            del params, done_tx
+            client = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            await asyncio.get_running_loop().run_in_executor(
+                None, client.connect, f"\0workmesh-test-{os.getpid()}"
+            )
+            assert await within(done_rx.recv()) == "done"
+            assert os.read(r, 100) == b"through the pipe"
+            assert ours.recv(100) == b"on the socket"
+            assert client.recv(100) == b"accepted in the child"
+            for s in (ours, client):
+                s.close()
+            os.close(r)
+            assert await within(child.wait()) == 0
+
+    run(main)
+
+
+def test_receiver_forwarded_through_two_children_then_middle_killed() -> None:
+    """A sends a receiver to B, B forwards it to C; A and C then talk directly and
+    killing B afterwards does not disturb them."""
+
+    async def main() -> None:
+        async with Mesh("test") as mesh:
+            to_b_tx, to_b_rx = wm.channel(wm.Receiver[str])
+            b_to_c_tx, b_to_c_rx = wm.channel(wm.Receiver[str])
+            replies_tx, replies_rx = wm.channel(str)
+            c = await mesh.spawn(
+                "C", f"{CHILDREN}:echo_received_receiver", SinkParams(b_to_c_rx, replies_tx)
+            )
+            b = await mesh.spawn(
+                "B", f"{CHILDREN}:forward_receiver", ForwardParams(to_b_rx, b_to_c_tx)
+            )
+            del b_to_c_rx, replies_tx, to_b_rx, b_to_c_tx
+            data_tx, data_rx = wm.channel(str)
+            data_tx.send("one")
+            to_b_tx.send(data_rx)
+            assert await within(replies_rx.recv()) == "C got one"
+            b.kill()
+            assert await within(b.wait()) == -signal.SIGKILL
+            data_tx.send("two")
+            assert await within(replies_rx.recv()) == "C got two"
+            data_tx.close()
+            with pytest.raises(wm.ChannelClosed):
+                await within(replies_rx.recv())
+            to_b_tx.close()
+            assert await within(c.wait()) == 0
+
+    run(main)
+
+
+def test_wrong_type_from_child_is_corruption() -> None:
+    async def main() -> None:
+        async with Mesh("test") as mesh:
+            tx, rx = wm.channel(int)
+            child = await mesh.spawn("typed", f"{CHILDREN}:send_wrong_type", TypedParams(tx))
+            del tx
+            with pytest.raises(wm.ChannelFailed) as info:
+                await within(rx.recv())
+            assert info.value.kind is wm.ChannelErrorKind.CORRUPTION
+            assert "Expected `int`, got `str`" in str(info.value)
+            assert rx.is_terminated()
+            await within(child.wait())
+
+    run(main)
+
+
+def test_malformed_bytes_cut_one_child_and_spare_the_others(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async def main() -> None:
+        async with Mesh("test") as mesh:
+            good, tx, rx = await spawn_echo(mesh)
+            hold_tx, hold_rx = wm.channel(int)
+            bad = await mesh.spawn("bad", f"{CHILDREN}:write_garbage", hold_rx)
+            del hold_rx
+            probe = asyncio.ensure_future(hold_tx.call(lambda rpc: rpc, 0))
+            with pytest.raises((wm.ChannelFailed, wm.ChannelClosed)):
+                await within(probe)
+            tx.send("still fine")
+            assert await within(rx.recv()) == "still fine"
+            bad.kill()
+            await within(bad.wait())
+            tx.close()
+            await within(good.wait())
+
+    run(main)
+    assert any("connection to N-" in r.message and "cut" in r.message for r in caplog.records)
+
+
+def test_leaving_the_mesh_shuts_children_down() -> None:
+    async def main() -> list[Any]:
+        async with Mesh("test") as mesh:
+            children = []
+            holds = []
+            for _ in range(3):
+                tx, rx = wm.channel(int)
+                hold_tx, hold_rx = wm.channel(int)
+                children.append(
+                    await mesh.spawn("c", f"{CHILDREN}:report_pid_and_wait", PidParams(tx, hold_rx))
+                )
+                holds.append(hold_tx)
+                await within(rx.recv())
+        return [c.returncode for c in children]
+
+    assert run(main) == [0, 0, 0]
+
+
+def test_spawn_kill_cycles_leave_no_zombie_and_no_fd() -> None:
+    before = len(os.listdir("/proc/self/fd"))
+
+    async def main() -> None:
+        async with Mesh("test") as mesh:
+            for _ in range(30):
+                tx, rx = wm.channel(int)
+                _hold_tx, hold_rx = wm.channel(int)
+                params = PidParams(tx, hold_rx)
+                child = await mesh.spawn("c", f"{CHILDREN}:report_pid_and_wait", params)
+                del hold_rx, tx, params
+                assert await within(rx.recv()) == child.pid
+                child.kill()
+                assert await within(child.wait()) == -signal.SIGKILL
+                with pytest.raises(ProcessLookupError):
+                    os.kill(child.pid, 0)  # reaped: the pid no longer exists
+
+    run(main)
+    assert len(os.listdir("/proc/self/fd")) == before
+
+
+def test_children_die_with_their_parent() -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tests.helpers.parent_of_children"],
+        cwd=ROOT,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        pids = [int(p) for p in proc.stdout.readline().split()]
+        assert len(pids) == 2
+        pidfds = [os.pidfd_open(pid) for pid in pids]
+        proc.kill()
+        proc.wait(10)
+        deadline_ok = True
+        for fd in pidfds:
+            ready, _, _ = select.select([fd], [], [], 1.0)
+            deadline_ok = deadline_ok and bool(ready)
+            os.close(fd)
+        assert deadline_ok, "a child outlived its parent by more than 1 s"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        assert proc.stdin is not None and proc.stdout is not None
+        proc.stdin.close()
+        proc.stdout.close()
+
+
+def test_entry_that_fails_exits_1() -> None:
+    async def main() -> None:
+        async with Mesh("test") as mesh:
+            child = await mesh.spawn("f", f"{CHILDREN}:fail", None, stderr=subprocess.DEVNULL)
+            assert await within(child.wait()) == 1
+
+    run(main)
+
+
+def test_sync_entry_function() -> None:
+    async def main() -> None:
+        async with Mesh("test") as mesh:
+            tx, rx = wm.channel(str)
+            child = await mesh.spawn("s", f"{CHILDREN}:sync_entry", tx)
+            del tx
+            assert await within(rx.recv()) == "from a sync entry"
+            assert await within(child.wait()) == 0
+
+    run(main)
+
+
+def test_bad_entry_is_rejected_before_spawning() -> None:
+    async def main() -> None:
+        async with Mesh("test") as mesh:
+            with pytest.raises(ValueError, match="module:function"):
+                await mesh.spawn("x", "no_colon_here")
+
+    run(main)
+
+
+def test_mesh_must_be_entered() -> None:
+    async def main() -> None:
+        mesh = Mesh("test")
+        with pytest.raises(RuntimeError, match="async with Mesh"):
+            await mesh.spawn("x", "a:b")
+
+    run(main)
