@@ -40,6 +40,12 @@ def test_help(command: list[str]) -> None:
     assert "usage: workmesh" in proc.stdout
 
 
+def test_bench_passes_its_options_through() -> None:
+    proc = run("bench", "--list")
+    assert proc.returncode == 0, proc.stderr
+    assert "inproc-loop-rtt" in proc.stdout
+
+
 def test_unknown_command_is_a_usage_error() -> None:
     proc = run("frobnicate")
     assert proc.returncode == 2

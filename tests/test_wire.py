@@ -88,6 +88,13 @@ def test_type_that_cannot_be_decoded_is_payload_error() -> None:
         codec_for(dict[str, int] | Point)
 
 
+def test_invalid_constraint_is_payload_error() -> None:
+    from typing import Annotated  # noqa: PLC0415 - local to this case
+
+    with pytest.raises(wm.PayloadError, match="cannot cross a process boundary"):
+        codec_for(Annotated[int, msgspec.Meta(lt=2**64)])
+
+
 def test_plain_class_fails_at_encode() -> None:
     class NotWire:
         pass

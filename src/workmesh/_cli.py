@@ -127,9 +127,7 @@ def _parser() -> argparse.ArgumentParser:
     bench = sub.add_parser(
         "bench",
         help="run the benchmarks against their peers",
-        description="Run the benchmark suite; arguments after 'bench' go to the suite "
-        "(try 'workmesh bench -- --help').",
-        add_help=True,
+        description="Run the benchmark suite; arguments after 'bench' go to the suite.",
     )
     bench.add_argument("bench_args", nargs=argparse.REMAINDER, help="arguments for the suite")
     bench.set_defaults(func=_cmd_bench)
@@ -137,9 +135,12 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["bench"]:
+        # The suite has its own options (and --help); hand it everything after 'bench'.
+        rest = argv[1:]
+        return _cmd_bench(argparse.Namespace(bench_args=rest[1:] if rest[:1] == ["--"] else rest))
     args = _parser().parse_args(argv)
-    if getattr(args, "bench_args", None) and args.bench_args[0] == "--":
-        args.bench_args = args.bench_args[1:]
     result: int = args.func(args)
     return result
 

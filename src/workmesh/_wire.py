@@ -249,7 +249,7 @@ class Codec:
             self._decoder: msgspec.msgpack.Decoder[Any] = msgspec.msgpack.Decoder(
                 Any if tp is object else tp, dec_hook=_dec_hook, ext_hook=_ext_hook
             )
-        except TypeError as exc:
+        except (TypeError, ValueError) as exc:
             raise PayloadError(
                 f"type {_type_name(tp)} cannot cross a process boundary: {exc}",
                 expected="a type msgspec can decode (Struct, dataclass, enum, builtins, ...)",

@@ -28,7 +28,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections import deque
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from time import monotonic as _monotonic
 from typing import Any, Final, Generic, NoReturn, TypeVar, cast
 
@@ -81,6 +81,7 @@ class _Core:
 
     __slots__ = (
         "__weakref__",
+        "_codec",
         "codec_type",
         "corrupt",
         "items",
@@ -103,10 +104,17 @@ class _Core:
         self.remote: Port | None = None
         self.waiter: Waiter | None = None
         self.codec_type = tp
+        self._codec: Codec | None = None
 
     @property
     def codec(self) -> Codec:
-        return codec_for(self.codec_type)
+        codec = self._codec
+        if codec is None:
+            codec = self._codec = codec_for(self.codec_type)
+        return codec
+
+    def retype(self, tp: Any) -> None:
+        self.codec_type, self._codec = tp, None
 
     def take_waiter(self) -> Waiter | None:
         waiter, self.waiter = self.waiter, None
@@ -139,6 +147,7 @@ class _Core:
 
 
 _EMPTY: Final = object()
+_CONTROL: Final = frozenset({_FromPort, _PortEnd, _Attach})
 
 
 class Sender(Generic[T]):
@@ -159,17 +168,19 @@ class Sender(Generic[T]):
         """Queue ``msg`` for the receiver; dropped if the receiver is gone."""
         core = self._live_core()
         if core.remote is None:
+            waiter = None
             with core.lock:
-                if core.remote is None:
-                    if core.receiver_alive:
-                        core.items.append(msg)
-                        waiter = core.take_waiter()
-                    else:
-                        waiter = None
-                    if waiter is not None:
-                        waiter.wake()
-                    return
-        core.remote.send(core.codec.encode(msg))
+                local = core.remote is None
+                if local and core.receiver_alive:
+                    core.items.append(msg)
+                    waiter, core.waiter = core.waiter, None
+            if local:
+                if waiter is not None:
+                    waiter.wake()
+                return
+        remote = core.remote
+        assert remote is not None
+        remote.send(core.codec.encode(msg))
 
     def clone(self) -> Sender[T]:
         core = self._live_core()
@@ -250,34 +261,40 @@ class Receiver(Generic[T]):
         return core
 
     # ----------------------------------------------------------------- receiving
-    def _poll(self) -> Any:
-        """One message, or _EMPTY; raises ChannelClosed / ChannelFailed at the end."""
-        core = self._live_core()
-        while True:
+    def _take(self, core: _Core, make_waiter: Callable[[], Waiter] | None) -> tuple[Any, Any]:
+        """Under one lock: the next queued item, or register a waiter and return _EMPTY.
+
+        Raises ChannelClosed when nothing is queued and no source is left.  The item
+        stays queued until taken here, so a receive cancelled while parked loses
+        nothing.
+        """
+        with core.lock:
+            if core.items:
+                return core.items.popleft(), None
+            if core.senders == 0 and not core.ports:
+                self._terminated = True
+                raise ChannelClosed()
+            if make_waiter is None:
+                return _EMPTY, None
+            waiter = make_waiter()
+            core.waiter = waiter
+            return _EMPTY, waiter
+
+    def _dispatch(self, core: _Core, item: Any) -> Any:
+        """Turn a control item into a value, or handle it and return _EMPTY."""
+        cls = type(item)
+        if cls is _FromPort:
+            if item.port in core.corrupt:  # the rest of a corrupt stream is dropped
+                item.payload.discard()
+                return _EMPTY
+            return self._decode(core, item)
+        if cls is _PortEnd:
+            self._on_port_end(core, item)
+        else:  # _Attach: another sender's port joins this receiver
             with core.lock:
-                if core.items:
-                    item = core.items.popleft()
-                elif core.senders == 0 and not core.ports:
-                    self._terminated = True
-                    raise ChannelClosed()
-                else:
-                    return _EMPTY
-            cls = type(item)
-            if cls is _FromPort:
-                if item.port in core.corrupt:  # the rest of a corrupt stream is dropped
-                    item.payload.discard()
-                    continue
-                value = self._decode(core, item)
-                if value is not _EMPTY:
-                    return value
-            elif cls is _PortEnd:
-                self._on_port_end(core, item)
-            elif cls is _Attach:
-                with core.lock:
-                    core.ports.add(item.port)
-                item.port.set_handler(core)
-            else:
-                return item
+                core.ports.add(item.port)
+            item.port.set_handler(core)
+        return _EMPTY
 
     def _decode(self, core: _Core, item: _FromPort) -> Any:
         try:
@@ -306,53 +323,57 @@ class Receiver(Generic[T]):
 
     def try_recv(self) -> T:
         """A queued message, or raise ChannelEmpty / ChannelClosed / ChannelFailed."""
-        value = self._poll()
-        if value is _EMPTY:
-            raise ChannelEmpty()
-        return cast(T, value)
-
-    async def recv(self) -> T:
+        core = self._live_core()
         while True:
-            value = self._poll()
+            item, _ = self._take(core, None)
+            if item is _EMPTY:
+                raise ChannelEmpty()
+            if type(item) not in _CONTROL:
+                return cast(T, item)
+            value = self._dispatch(core, item)
             if value is not _EMPTY:
                 return cast(T, value)
-            waiter = AsyncWaiter()
-            if self._park(waiter):
-                try:
-                    await waiter.fut
-                finally:
-                    self._unpark(waiter)
+
+    async def recv(self) -> T:
+        core = self._live_core()
+        while True:
+            item, waiter = self._take(core, AsyncWaiter)
+            if waiter is None:
+                if type(item) not in _CONTROL:
+                    return cast(T, item)
+                value = self._dispatch(core, item)
+                if value is not _EMPTY:
+                    return cast(T, value)
+                continue
+            try:
+                await waiter.fut
+            except BaseException:
+                self._unpark(core, waiter)
+                raise
 
     def recv_blocking(self, timeout: float | None = None) -> T:
         """Block this thread for a message; raises TimeoutError after ``timeout`` s."""
+        core = self._live_core()
         deadline = None if timeout is None else _monotonic() + timeout
         while True:
-            value = self._poll()
-            if value is not _EMPTY:
-                return cast(T, value)
-            waiter = ThreadWaiter()
-            if self._park(waiter):
-                remaining = None if deadline is None else deadline - _monotonic()
-                woken = waiter.wait(remaining)
-                self._unpark(waiter)
-                if not woken:
-                    raise TimeoutError(f"no message within {timeout} s")
+            item, waiter = self._take(core, ThreadWaiter)
+            if waiter is None:
+                if type(item) not in _CONTROL:
+                    return cast(T, item)
+                value = self._dispatch(core, item)
+                if value is not _EMPTY:
+                    return cast(T, value)
+                continue
+            remaining = None if deadline is None else deadline - _monotonic()
+            if not waiter.wait(remaining):
+                self._unpark(core, waiter)
+                raise TimeoutError(f"no message within {timeout} s")
 
-    def _park(self, waiter: Waiter) -> bool:
-        """Register ``waiter`` unless something arrived meanwhile."""
-        core = self._live_core()
+    @staticmethod
+    def _unpark(core: _Core, waiter: Waiter) -> None:
         with core.lock:
-            if core.items or (core.senders == 0 and not core.ports):
-                return False
-            core.waiter = waiter
-            return True
-
-    def _unpark(self, waiter: Waiter) -> None:
-        core = self._core
-        if core is not None:
-            with core.lock:
-                if core.waiter is waiter:
-                    core.waiter = None
+            if core.waiter is waiter:
+                core.waiter = None
 
     def __aiter__(self) -> AsyncIterator[T]:
         return self._aiter()
@@ -539,7 +560,7 @@ def receiver_from_port(port: Port, tp: Any = object) -> Receiver[Any]:
 def retype(endpoint: Sender[Any] | Receiver[Any], tp: Any) -> Any:
     core = endpoint._core
     if core is not None:
-        core.codec_type = tp
+        core.retype(tp)
     return endpoint
 
 
