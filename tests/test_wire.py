@@ -316,3 +316,40 @@ def test_frame_decoder_rejects_too_many_descriptors() -> None:
     dec = FrameDecoder(max_fds=2)
     with pytest.raises(FrameTooLarge, match="3 descriptors, above the limit of 2"):
         dec.feed(frame_prefix(0, 3))
+
+
+def test_plain_value_decoded_as_message_can_be_parsed() -> None:
+    tx, rx = wm.channel(int)
+    payload = codec_for(object).encode({"x": 1, "y": 2, "reply": tx})
+    msg = codec_for(wm.Message).decode(payload)
+    assert isinstance(msg, wm.Message)
+
+    class WithReply(msgspec.Struct):
+        x: int
+        y: int
+        reply: wm.Sender[int]
+
+    parsed = msg.parse(WithReply)
+    assert (parsed.x, parsed.y) == (1, 2)
+    parsed.reply.send(5)
+    assert rx.try_recv() == 5
+
+
+def test_nested_message_after_other_resources() -> None:
+    """The nested message's references are its own, wherever it sits in the list."""
+    first_tx, first_rx = wm.channel(int)
+    inner_tx, inner_rx = wm.channel(int)
+    outer = roundtrip([first_tx, wm.Message({"reply": inner_tx}), wm.OwnedFd(os.dup(0))])
+    outer[0].send(1)
+    outer[1].parse(dict[str, wm.Sender[int]])["reply"].send(2)
+    outer[2].close()
+    assert (first_rx.try_recv(), inner_rx.try_recv()) == (1, 2)
+
+
+def test_encoded_message_reencoded_inside_another() -> None:
+    tx, rx = wm.channel(int)
+    msg = roundtrip({"m": wm.Message([tx])})["m"]  # now holds encoded bytes + a port
+    _other_tx, other_rx = wm.channel(int)
+    again = roundtrip([other_rx, msg])[1]
+    again.parse(list[wm.Sender[int]])[0].send(3)
+    assert rx.try_recv() == 3

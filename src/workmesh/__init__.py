@@ -31,9 +31,37 @@ from ._errors import (
     WorkmeshError,
 )
 from ._fd import OwnedFd
+from ._process import Mesh
 from ._wire import Message
+from ._worker import (
+    Failed,
+    RegisteredWorkers,
+    Restart,
+    RestartFailed,
+    Started,
+    Stop,
+    Stopped,
+    Worker,
+    WorkerBuilder,
+    WorkerEvent,
+    WorkerFactory,
+    WorkerHandle,
+    WorkerHost,
+    WorkerHostRunner,
+    WorkerId,
+    WorkerRpc,
+    launch_local_worker,
+    register_worker,
+    register_workers,
+    runnable_workers,
+    worker_host,
+)
 
 __version__ = "0.1.0.dev0"
+
+# The one piece of wiring here: the process layer launches worker hosts with a
+# factory from the worker layer above it, which it may not import itself.
+Mesh.host_factory = worker_host
 
 __all__ = [
     "ChannelClosed",
@@ -42,7 +70,9 @@ __all__ = [
     "ChannelFailed",
     "ErrorFrame",
     "FailableRpc",
+    "Failed",
     "LaunchError",
+    "Mesh",
     "Message",
     "NodeError",
     "OneshotReceiver",
@@ -51,11 +81,31 @@ __all__ = [
     "PayloadError",
     "Receiver",
     "RecvError",
+    "RegisteredWorkers",
     "RemoteError",
+    "Restart",
+    "RestartFailed",
     "Rpc",
     "Sender",
+    "Started",
+    "Stop",
+    "Stopped",
+    "Worker",
+    "WorkerBuilder",
+    "WorkerEvent",
+    "WorkerFactory",
+    "WorkerHandle",
+    "WorkerHost",
+    "WorkerHostRunner",
+    "WorkerId",
+    "WorkerRpc",
     "WorkmeshError",
     "channel",
+    "launch_local_worker",
     "mpsc_channel",
     "oneshot",
+    "register_worker",
+    "register_workers",
+    "runnable_workers",
+    "worker_host",
 ]

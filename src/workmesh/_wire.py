@@ -220,6 +220,10 @@ def _dec_hook(tp: Any, obj: Any) -> Any:
     if isinstance(origin, type) and isinstance(obj, origin):
         kind = _kinds_by_cls.get(origin)
         return kind.retype(obj, tp) if kind is not None else obj
+    if origin is Message:
+        # A value sent as itself where the receiver declared a type-erased Message:
+        # keep it (decoded untyped) for the receiver to parse later.
+        return Message(obj)
     raise TypeError(f"Expected `{_type_name(origin)}`, got `{_describe(obj)}`")
 
 
@@ -395,9 +399,18 @@ class Message:
         return payload
 
     def _encode_nested(self, ctx: _EncodeCtx) -> msgspec.msgpack.Ext:
+        # The nested value's resource references are numbered from 0 within its own
+        # slice of the side list, so it can be decoded later on its own.
         start = len(ctx.objs)
         if self._value is not Message._NOTHING:
-            data = codec_for(object)._encoder.encode(self._value)
+            inner = _EncodeCtx()
+            outer, _state.enc = _state.enc, inner
+            try:
+                data = codec_for(object)._encoder.encode(self._value)
+            finally:
+                _state.enc = outer
+            for obj in inner.objs:
+                ctx.add(obj)
         else:
             assert self._payload is not None
             data = self._payload.data

@@ -25,8 +25,8 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Mapping, Sequence
-from typing import IO, Any
+from collections.abc import Callable, Mapping, Sequence
+from typing import IO, Any, ClassVar
 
 from .._channel import Receiver, Sender, channel
 from .._channel._mpsc import sender_from_port
@@ -46,6 +46,8 @@ from ._protocol import (
 from ._runtime import Runtime, acquire_runtime, release_runtime
 
 log = logging.getLogger(__name__)
+
+HOST_ENTRY = "workmesh._worker._serve:serve_runner"
 
 
 def describe_status(returncode: int) -> str:
@@ -315,3 +317,29 @@ class Mesh:
                 await task
         self._runtime = None
         release_runtime()
+
+    # ----------------------------------------------------------------- worker hosts
+    # Builds a (WorkerHost, WorkerHostRunner) pair.  The worker layer sits above this
+    # one and may not be imported here, so the package wires it in (workmesh/__init__).
+    host_factory: ClassVar[Callable[[], tuple[Any, Any]] | None] = None
+
+    async def launch_host(
+        self,
+        name: str,
+        *,
+        imports: Sequence[str] = (),
+        env: Mapping[str, str] | None = None,
+        stderr: IO[Any] | int | None = None,
+    ) -> Any:
+        """Start a child process that serves a ``WorkerHost``; return that host.
+
+        The child imports ``imports`` first, so their ``@register_worker`` classes
+        can be launched there.  It lives until every copy of the host is gone and
+        its workers have ended (or the mesh shuts down).
+        """
+        factory = Mesh.host_factory
+        if factory is None:
+            raise RuntimeError("worker hosts need the worker layer: import workmesh")
+        host, runner = factory()
+        await self.spawn(name, HOST_ENTRY, runner, imports=imports, env=env, stderr=stderr)
+        return host

@@ -1,0 +1,166 @@
+"""Workers the tests launch, here and in child processes (import this module there)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from typing import Any
+
+import msgspec
+
+import workmesh as wm
+
+
+class Incr(msgspec.Struct):
+    """An application request: add ``by``; the reply says who counted and the total."""
+
+    rpc: wm.Rpc[int, tuple[int, int]]  # input: by; reply: (pid, new total)
+
+
+class CounterParams(msgspec.Struct):
+    requests: wm.Receiver[Incr]
+    start: int = 0
+
+
+class CounterState(msgspec.Struct):
+    requests: wm.Receiver[Incr]
+    count: int
+
+
+@wm.register_worker
+class Counter(wm.Worker[CounterParams, CounterState]):
+    """Counts; its request channel travels inside its state on a hot restart."""
+
+    ID = wm.WorkerId("counter")
+
+    def __init__(self, requests: wm.Receiver[Incr], count: int) -> None:
+        self.requests = requests
+        self.count = count
+
+    @classmethod
+    def new(cls, params: CounterParams) -> Counter:
+        return cls(params.requests, params.start)
+
+    @classmethod
+    def restart(cls, state: CounterState) -> Counter:
+        return cls(state.requests, state.count)
+
+    async def run(self, rpc: wm.Receiver[wm.WorkerRpc[CounterState]]) -> None:
+        app = asyncio.ensure_future(self.requests.recv())
+        ctl = asyncio.ensure_future(rpc.recv())
+        try:
+            while True:
+                done, _ = await asyncio.wait({app, ctl}, return_when=asyncio.FIRST_COMPLETED)
+                if app in done:
+                    request = app.result()
+                    self.count += request.rpc.input
+                    request.rpc.complete((os.getpid(), self.count))
+                    app = asyncio.ensure_future(self.requests.recv())
+                if ctl in done:
+                    match ctl.result():
+                        case wm.Stop():
+                            return
+                        case wm.Restart() as restart:
+                            app.cancel()  # a cancelled receive loses nothing
+                            await asyncio.gather(app, return_exceptions=True)
+                            restart.complete(CounterState(self.requests, self.count))
+                            return
+                    ctl = asyncio.ensure_future(rpc.recv())
+        except wm.ChannelClosed:
+            return
+        finally:
+            app.cancel()
+            ctl.cancel()
+            await asyncio.gather(app, ctl, return_exceptions=True)
+
+
+class Blank(msgspec.Struct):
+    pass
+
+
+@wm.register_worker
+class SyncEcho(wm.Worker[Blank, Blank]):
+    """A plain-thread worker; restarts hand over an empty state."""
+
+    ID = wm.WorkerId("sync-echo")
+
+    @classmethod
+    def new(cls, params: Blank) -> SyncEcho:
+        return cls()
+
+    @classmethod
+    def restart(cls, state: Blank) -> SyncEcho:
+        return cls()
+
+    def run(self, rpc: wm.Receiver[wm.WorkerRpc[Blank]]) -> None:
+        for message in rpc:
+            match message:
+                case wm.Stop():
+                    return
+                case wm.Restart() as restart:
+                    restart.complete(Blank())
+                    return
+
+
+@wm.register_worker
+class BadParams(wm.Worker[Blank, Blank]):
+    ID = wm.WorkerId("bad-params")
+
+    @classmethod
+    def new(cls, params: Blank) -> BadParams:
+        raise ValueError("these parameters will not do")
+
+
+@wm.register_worker
+class Crashes(wm.Worker[Blank, Blank]):
+    ID = wm.WorkerId("crashes")
+
+    @classmethod
+    def new(cls, params: Blank) -> Crashes:
+        return cls()
+
+    def run(self, rpc: wm.Receiver[Any]) -> None:
+        raise RuntimeError("the worker fell over")
+
+
+@wm.register_worker
+class Stubborn(wm.Worker[Blank, Blank]):
+    """Refuses to restart, and keeps running."""
+
+    ID = wm.WorkerId("stubborn")
+
+    @classmethod
+    def new(cls, params: Blank) -> Stubborn:
+        return cls()
+
+    def run(self, rpc: wm.Receiver[wm.WorkerRpc[Blank]]) -> None:
+        for message in rpc:
+            match message:
+                case wm.Stop():
+                    return
+                case wm.Restart() as restart:
+                    restart.fail(RuntimeError("restart is not supported here"))
+
+
+@wm.register_worker
+class NoRestore(wm.Worker[Blank, Blank]):
+    """Hands over its state, but cannot be rebuilt from it."""
+
+    ID = wm.WorkerId("no-restore")
+
+    @classmethod
+    def new(cls, params: Blank) -> NoRestore:
+        return cls()
+
+    @classmethod
+    def restart(cls, state: Blank) -> NoRestore:
+        raise RuntimeError("cannot rebuild from this state")
+
+    def run(self, rpc: wm.Receiver[wm.WorkerRpc[Blank]]) -> None:
+        for message in rpc:
+            match message:
+                case wm.Stop():
+                    return
+                case wm.Restart() as restart:
+                    restart.complete(Blank())
+                    return
