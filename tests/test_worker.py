@@ -16,7 +16,7 @@ import pytest
 
 import workmesh as wm
 
-from .helpers.workers import Blank, Counter, CounterParams, Incr
+from .helpers.workers import BadParams, Blank, Counter, CounterParams, Incr, SyncEcho
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -278,8 +278,6 @@ def test_runner_ends_only_when_hosts_gone_and_workers_done() -> None:
 def test_launch_local_worker_failure_raises_directly() -> None:
     async def main() -> None:
         with pytest.raises(ValueError, match="these parameters will not do"):
-            from .helpers.workers import BadParams  # noqa: PLC0415
-
             await wm.launch_local_worker(BadParams, Blank())
 
     run(main())
@@ -287,8 +285,6 @@ def test_launch_local_worker_failure_raises_directly() -> None:
 
 def test_launch_local_worker_never_started() -> None:
     async def main() -> None:
-        from .helpers.workers import SyncEcho  # noqa: PLC0415
-
         handle = await wm.launch_local_worker(SyncEcho, Blank())
         handle.stop()
         assert await events_of(handle) == ["Stopped"]
