@@ -488,3 +488,14 @@ def test_repr_is_brief() -> None:
     assert "B: 'b'" in text
     assert len(text) < 120
     assert "tb" not in text
+
+
+def test_cause_text_repeated_in_outer_message_is_said_once() -> None:
+    from workmesh import ChannelErrorKind, ChannelFailed, NodeError  # noqa: PLC0415
+
+    try:
+        raise ChannelFailed(ChannelErrorKind.NODE_FAILURE, NodeError("gone", node="N-1"))
+    except ChannelFailed as exc:
+        err = RemoteError.from_exception(exc)
+    assert str(err) == "channel failure: node failure: communication with node N-1 failed: gone"
+    assert err.chain[0].message == "channel failure: node failure"

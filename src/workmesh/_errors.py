@@ -246,7 +246,7 @@ class RemoteError(WorkmeshError):
                 break
             frames.append(_frame_of(link))
             link = _next_link(link)
-        return cls(frames)
+        return cls(_without_repeated_causes(frames))
 
     def to_wire(self) -> list[list[str | None]]:
         """The plain-data form: one ``[type_name, message, traceback]`` per frame."""
@@ -261,6 +261,21 @@ class RemoteError(WorkmeshError):
 
 
 # --------------------------------------------------------------------------- helpers
+
+
+def _without_repeated_causes(frames: list[ErrorFrame]) -> list[ErrorFrame]:
+    """Drop a cause's text that an outer message already ends with.
+
+    Some messages (ChannelFailed's, for one) include their cause's text, which the
+    next frame states again; "outer: cause: root" should say each part once.
+    """
+    out = list(frames)
+    for i in range(len(out) - 1):
+        suffix = ": " + out[i + 1].message
+        if out[i + 1].message and out[i].message.endswith(suffix):
+            frame = out[i]
+            out[i] = ErrorFrame(frame.type_name, frame.message[: -len(suffix)], frame.traceback)
+    return out
 
 
 def _safe_str(exc: BaseException) -> str:

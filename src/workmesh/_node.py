@@ -318,6 +318,16 @@ class LocalNode:
         finally:
             self._leave()
 
+    def moving_ports(self) -> list[str]:
+        """Ports still being moved or proxied, for diagnostics."""
+        with self._lock:
+            moving = (PortState.SENDING, PortState.PROXYING)
+            return [
+                f"{port_name(p.id)} {p.state.value} target={p.target!r} peer={p.peer!r}"
+                for p in self._ports.values()
+                if p.state in moving
+            ]
+
     def port_count(self) -> int:
         """Ports registered for cross-node routing (diagnostics and tests)."""
         return len(self._ports)

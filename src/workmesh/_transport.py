@@ -133,12 +133,16 @@ class Connection:
         max_frame: int = DEFAULT_MAX_FRAME,
         max_fds: int = DEFAULT_MAX_FDS,
         on_closed: Callable[[Connection, BaseException | None], None] | None = None,
+        on_eof: Callable[[Connection], None] | None = None,
     ) -> None:
         self.io = io
         self.node = node
         self.peer = peer
         self.sock = sock
         self.on_closed = on_closed
+        # Who fails the node after an orderly end of stream (say, once a child's exit
+        # status is known); by default it is failed at once as "disconnected".
+        self.on_eof = on_eof
         self._hello = expect_hello
         self._decoder = FrameDecoder(max_frame, max_fds)
         self._rbuf = bytearray(READ_BUFFER)
@@ -183,7 +187,10 @@ class Connection:
         while self._fds:
             self._fds.popleft().close()
         if error is None:
-            self.node.disconnect(self.peer)
+            if self.on_eof is not None:
+                self.on_eof(self)
+            else:
+                self.node.disconnect(self.peer)
         else:
             log.error("connection to %s cut: %s", node_name(self.peer), error)
             self.node.fail_node(self.peer, "connection failed", error)

@@ -10,28 +10,16 @@ import msgspec
 
 import workmesh as wm
 
+from .counter_api import COUNTER, CounterParams, CounterState, Incr
 
-class Incr(msgspec.Struct):
-    """An application request: add ``by``; the reply says who counted and the total."""
-
-    rpc: wm.Rpc[int, tuple[int, int]]  # input: by; reply: (pid, new total)
-
-
-class CounterParams(msgspec.Struct):
-    requests: wm.Receiver[Incr]
-    start: int = 0
-
-
-class CounterState(msgspec.Struct):
-    requests: wm.Receiver[Incr]
-    count: int
+__all__ = ["COUNTER", "Counter", "CounterParams", "CounterState", "Incr"]
 
 
 @wm.register_worker
 class Counter(wm.Worker[CounterParams, CounterState]):
     """Counts; its request channel travels inside its state on a hot restart."""
 
-    ID = wm.WorkerId("counter")
+    ID = COUNTER
 
     def __init__(self, requests: wm.Receiver[Incr], count: int) -> None:
         self.requests = requests

@@ -12,7 +12,7 @@ import msgspec
 
 import workmesh as wm
 
-from .workers import CounterState, Incr
+from .counter_api import COUNTER, CounterState, Incr
 
 
 class CounterStateV2(msgspec.Struct):
@@ -23,7 +23,7 @@ class CounterStateV2(msgspec.Struct):
 
 @wm.register_worker
 class CounterV2(wm.Worker[CounterState, CounterStateV2]):
-    ID = wm.WorkerId("counter")
+    ID = COUNTER
 
     def __init__(self, requests: wm.Receiver[Incr], count: int) -> None:
         self.requests = requests

@@ -109,9 +109,16 @@ async def _serve(runtime: Runtime, port: Port) -> int:
         receiver.close()
     leader = init.leader
     runtime.node.on_unknown_node = lambda node: leader.send(ConnectTo(node))
-    for module in init.imports:
-        importlib.import_module(module)
-    entry = asyncio.create_task(_run_entry(_resolve(init.entry), init.payload))
+    try:
+        for module in init.imports:
+            importlib.import_module(module)
+        fn = _resolve(init.entry)
+    except Exception:
+        log.exception("child %r could not load its code", init.name)
+        init.requests.close()
+        leader.close()
+        return 1
+    entry = asyncio.create_task(_run_entry(fn, init.payload))
     serving = asyncio.create_task(_serve_requests(init.requests, runtime))
     await asyncio.wait({entry, serving}, return_when=asyncio.FIRST_COMPLETED)
     for task in (entry, serving):
@@ -133,7 +140,11 @@ def _settle(node: LocalNode) -> None:
     settled = threading.Event()
     node.when_settled(settled.set)
     if not settled.wait(SETTLE_TIMEOUT):
-        log.warning("exiting with ports still in flight after %s s", SETTLE_TIMEOUT)
+        log.warning(
+            "exiting with ports still in flight after %s s: %s",
+            SETTLE_TIMEOUT,
+            "; ".join(node.moving_ports()),
+        )
 
 
 def main() -> None:

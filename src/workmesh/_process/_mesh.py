@@ -48,6 +48,7 @@ from ._runtime import Runtime, acquire_runtime, release_runtime
 log = logging.getLogger(__name__)
 
 HOST_ENTRY = "workmesh._worker._serve:serve_runner"
+EXIT_STATUS_WAIT = 1.0  # seconds to wait for a child's exit status after its link ends
 
 
 def describe_status(returncode: int) -> str:
@@ -200,7 +201,12 @@ class Mesh:
             parent_port=parent_port,
             child_port=child_port,
         )
-        runtime.attach(child_id, parent_sock, expect_hello=secret)
+        runtime.attach(
+            child_id,
+            parent_sock,
+            expect_hello=secret,
+            on_eof=lambda _conn: self._link_ended(runtime, child),
+        )
         log.info("started child %r (pid %d, node %s)", name, proc.pid, node_name(child_id))
         return child
 
@@ -268,6 +274,29 @@ class Mesh:
             io.loop.add_reader(pidfd, on_exit)
 
         io.call_sync(start)
+
+    def _link_ended(self, runtime: Runtime, child: ChildProcess) -> None:
+        """The child's end of the link closed: fail its node, naming how it exited.
+
+        The end of stream usually comes a moment before the exit status; wait for
+        the status (briefly) so that failures read "killed by SIGKILL" rather than
+        just "disconnected".
+        """
+        failed = False
+
+        def fail(reason: str) -> None:
+            nonlocal failed
+            if not failed:
+                failed = True
+                runtime.node.fail_node(child.node_id, reason)
+
+        def exited(done: concurrent.futures.Future[int]) -> None:
+            status = describe_status(done.result())
+            runtime.io.call(fail, f"process {child.name!r} (pid {child.pid}) {status}")
+
+        child._exit.add_done_callback(exited)
+        assert runtime.io.loop is not None
+        runtime.io.loop.call_later(EXIT_STATUS_WAIT, fail, "remote node disconnected")
 
     # ----------------------------------------------------------------- the leader
     async def _serve_leader(self, child: ChildProcess, requests: Receiver[LeaderRequest]) -> None:

@@ -11,6 +11,7 @@ import functools
 import logging
 import socket
 import threading
+from collections.abc import Callable
 
 from .._ids import NodeId, node_name
 from .._node import LocalNode, local_node
@@ -33,6 +34,7 @@ class Runtime:
         *,
         expect_hello: bytes = b"",
         send_hello: bytes = b"",
+        on_eof: Callable[[Connection], None] | None = None,
     ) -> Connection | None:
         """Start a connection to ``peer``; None if there already is one (sock is closed)."""
         with self._lock:
@@ -48,6 +50,7 @@ class Runtime:
                 expect_hello=expect_hello,
                 send_hello=send_hello,
                 on_closed=self._closed,
+                on_eof=on_eof,
             )
             self.connections[peer] = conn
         self.io.call_sync(conn.start)
