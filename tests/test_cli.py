@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
 
@@ -50,4 +51,78 @@ def test_unknown_command_is_a_usage_error() -> None:
     proc = run("frobnicate")
     assert proc.returncode == 2
     assert "invalid choice: 'frobnicate'" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def _await_output(proc: subprocess.Popen[str], *needles: str) -> str:
+    """Read the command's output until every needle has appeared (in any order)."""
+    assert proc.stdout is not None
+    seen = ""
+    for line in proc.stdout:
+        seen += line
+        if all(needle in seen for needle in needles):
+            return seen
+    raise AssertionError(f"output ended before {needles!r}: {seen!r}")
+
+
+def _pid_of(text: str, generation: int) -> str:
+    line = next(x for x in text.splitlines() if f"ticker generation {generation}" in x)
+    return line.split("pid ")[1]
+
+
+@pytest.mark.parametrize("mode", ["--process", "--thread"])
+def test_run_restarts_on_sighup_keeping_state_and_stops_on_sigterm(mode: str) -> None:
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "workmesh",
+            "run",
+            "tests.helpers.cli_workers:Ticker",
+            "--params",
+            '{"start": 5}',
+            mode,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        first = _await_output(proc, "generation 0 count 5", "started worker ticker")
+        proc.send_signal(signal.SIGHUP)
+        second = _await_output(proc, "generation 1 count 6", "the worker restarted")
+        if mode == "--process":
+            assert _pid_of(first, 0) != _pid_of(second, 1), "a fresh process"
+        proc.send_signal(signal.SIGTERM)
+        _await_output(proc, "the worker stopped")
+        assert proc.wait(30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        assert proc.stdout is not None
+        proc.stdout.close()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["nope_module:X"], "cannot import module 'nope_module'"),
+        (["tests.helpers.cli_workers"], "expected MODULE:WorkerClass"),
+        (["tests.helpers.cli_workers:Missing"], "has no attribute 'Missing'"),
+        (["tests.helpers.cli_workers:NotAWorker"], "is not a workmesh Worker class"),
+        (
+            ["tests.helpers.cli_workers:Ticker", "--params", '{"start": "x"}'],
+            "Expected `int`, got `str` - at `$.start`",
+        ),
+        (["tests.helpers.cli_workers:Ticker", "--params", "{"], "invalid --params"),
+    ],
+)
+def test_run_bad_arguments_one_line_and_status_2(args: list[str], message: str) -> None:
+    proc = run("run", *args)
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert message in lines[0]
     assert "Traceback" not in proc.stderr

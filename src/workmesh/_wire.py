@@ -54,7 +54,9 @@ class ResourceKind:
     ``take(obj)`` moves the underlying resource out of ``obj`` (after which ``obj``
     is unusable); ``make(resource, declared)`` builds an object from a received
     resource, typed by ``declared`` (``None`` for an untyped position);
-    ``retype(obj, declared)`` adjusts an object built untyped to a declared type.
+    ``retype(obj, declared)`` adjusts an object built untyped to a declared type;
+    ``check(obj)``, if given, raises PayloadError when ``take`` would fail, so that a
+    message is checked whole before any of its resources move.
     """
 
     code: int
@@ -62,6 +64,7 @@ class ResourceKind:
     take: Callable[[Any], Resource]
     make: Callable[[Any, Any], object]
     retype: Callable[[Any, Any], object]
+    check: Callable[[Any], None] | None = None  # raises PayloadError if take would fail
 
 
 _kinds_by_cls: dict[type[Any], ResourceKind] = {}
@@ -101,6 +104,10 @@ class Payload:
     def __init__(self, data: bytes, resources: list[Any] | None = None) -> None:
         self.data = data
         self.resources: list[Any] = resources if resources is not None else []
+
+    def take_resources(self) -> list[Any]:
+        resources, self.resources = self.resources, []
+        return resources
 
     def discard(self) -> None:
         resources, self.resources = self.resources, []
@@ -261,6 +268,10 @@ class Codec:
             ) from exc
 
     def encode(self, value: Any) -> Payload:
+        if type(value) is Message:
+            # Type-erased at the top: its own encoding is the message (so a generic
+            # sender can feed a typed receiver).
+            return value.payload()
         outer, _state.enc = _state.enc, _EncodeCtx()
         ctx = _state.enc
         try:
@@ -281,9 +292,17 @@ class Codec:
             ) from exc
         finally:
             _state.enc = outer
-        return Payload(data, [_take(obj) for obj in ctx.objs] if ctx.objs else [])
+        if not ctx.objs:
+            return Payload(data, [])
+        for obj in ctx.objs:
+            kind = _kind_for(obj)
+            if kind is not None and kind.check is not None:
+                kind.check(obj)
+        return Payload(data, [_take(obj) for obj in ctx.objs])
 
     def decode(self, payload: Payload) -> Any:
+        if self.type is Message:
+            return Message._from_payload(Payload(payload.data, payload.take_resources()))
         resources, payload.resources = payload.resources, []
         ctx = _DecodeCtx(resources)
         outer, _state.dec = _state.dec, ctx

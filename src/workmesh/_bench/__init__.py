@@ -33,7 +33,7 @@ from ._report import CaseResult, document, summary, table
 __all__ = ["Case", "Target", "main", "register"]
 
 # Imported for their register() calls; the table follows this order.
-_CASE_MODULES = ("workmesh._bench._inproc", "workmesh._bench._ports")
+_CASE_MODULES = ("workmesh._bench._inproc", "workmesh._bench._ports", "workmesh._bench._xproc")
 
 FULL = Settings(rounds=7, warmup_rounds=1, scale=1.0)
 QUICK = Settings(rounds=3, warmup_rounds=1, scale=0.1)

@@ -36,6 +36,7 @@ register_resource_kind(
         _mpsc.receiver_to_port,
         lambda port, tp: _mpsc.receiver_from_port(port, _arg(tp)),
         lambda obj, tp: _mpsc.retype(obj, _arg(tp)),
+        _mpsc.check_receiver,
     )
 )
 register_resource_kind(
@@ -54,6 +55,7 @@ register_resource_kind(
         _oneshot.oneshot_receiver_to_port,
         lambda port, tp: _oneshot.oneshot_receiver_from_port(port, _arg(tp)),
         lambda obj, tp: _oneshot.retype_oneshot(obj, _arg(tp)),
+        _oneshot.check_oneshot_receiver,
     )
 )
 

@@ -532,6 +532,15 @@ def receiver_to_port(receiver: Receiver[Any]) -> Port:
     return recv
 
 
+def check_receiver(receiver: Receiver[Any]) -> None:
+    """Raise PayloadError now if moving ``receiver`` would fail (see _wire.Codec.encode)."""
+    core = receiver._live_core()
+    with core.lock:
+        local = [item for item in core.items if type(item) not in _CONTROL]
+    for item in local:
+        core.codec.encode(item)
+
+
 def _as_payload(core: _Core, item: Any) -> Payload | None:
     if isinstance(item, _FromPort):
         return item.payload
@@ -565,6 +574,8 @@ def retype(endpoint: Sender[Any] | Receiver[Any], tp: Any) -> Any:
 
 
 def _bridge(sender: Sender[Any], receiver: Receiver[Any]) -> None:
-    a = sender_to_port(sender)
+    # Moving the receiver can fail (a buffered message that cannot be encoded) and
+    # then leaves it as it was; moving the sender cannot fail, so it goes second.
     b = receiver_to_port(receiver)
+    a = sender_to_port(sender)
     b.bridge(a)

@@ -73,6 +73,8 @@ class _Once:
             wakes.append(waiter.wake)
 
     def _fail_later(self, port: Port, wakes: list[Any]) -> None:
+        if isinstance(self.value, Payload):  # the first value is dropped with the channel
+            self.value.discard()
         error = NodeError("unexpected oneshot message")
         wakes.append(lambda: port.fail(error))
         waiter = self._settle(_St.FAILED, None, ChannelFailed(ChannelErrorKind.CORRUPTION, error))
@@ -297,10 +299,26 @@ def oneshot_sender_to_port(sender: OneshotSender[Any]) -> Port:
     return a
 
 
+def check_oneshot_receiver(receiver: OneshotReceiver[Any]) -> None:
+    """Raise PayloadError now if moving ``receiver`` would fail (its value won't encode)."""
+    core = receiver._core
+    if core is None:
+        raise RuntimeError("this OneshotReceiver was used up")
+    with core.lock:
+        state, value = core.state, core.value
+    if state is _St.VALUE and not isinstance(value, Payload):
+        codec_for(core.tp).encode(value)
+
+
 def oneshot_receiver_to_port(receiver: OneshotReceiver[Any]) -> Port:
     core = receiver._core
     if core is None:
         raise RuntimeError("this OneshotReceiver was used up")
+    with core.lock:
+        value = core.value
+        if core.state is _St.VALUE and not isinstance(value, Payload):
+            # Encode before anything moves: if it fails, the receiver keeps its value.
+            core.value = codec_for(core.tp).encode(value)
     receiver._core = None
     if core.port is not None:
         core.port.remove_handler()

@@ -137,6 +137,9 @@ async def call(
     core = sender._live_core()
     retype_oneshot(rx, reply_type or _reply_type(core.codec_type, msg, rpc))
     sender.send(msg)
+    # Holding these while waiting would keep the reply sender alive here, so a
+    # handler that drops the request could never close the call.
+    del tx, rpc, msg
     return await rx
 
 
@@ -154,6 +157,7 @@ async def call_failable(
     value_type = reply_type or _reply_type(core.codec_type, msg, rpc)
     retype_oneshot(rx, Ok[value_type] | Err)  # type: ignore[valid-type]  # built at run time
     sender.send(msg)
+    del tx, rpc, msg  # as in call(): only the handler may keep the reply sender
     outcome = await rx
     if isinstance(outcome, Err):
         raise outcome.error

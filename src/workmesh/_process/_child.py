@@ -23,7 +23,7 @@ import socket
 import sys
 import threading
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NoReturn
 
 from .._channel import Receiver
 from .._channel._mpsc import receiver_from_port
@@ -154,6 +154,15 @@ def main() -> None:
         sys.exit(2)
     inv: Invitation = decode_invitation(text)
     _die_with_parent(inv.parent_pid)
+    run_invitation(inv)
+
+
+def run_invitation(inv: Invitation) -> NoReturn:
+    """Join the mesh as ``inv`` says, run the entry function, and exit the process.
+
+    The caller has already arranged to die with its parent: :func:`main` for a
+    child started from ``sys.executable``, the zygote for a child it forked.
+    """
     for path in inv.sys_path:
         if path not in sys.path:
             sys.path.append(path)

@@ -28,6 +28,8 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import IO, Any, ClassVar
 
+import msgspec
+
 from .._channel import Receiver, Sender, channel
 from .._channel._mpsc import sender_from_port
 from .._ids import NodeId, new_node_id, new_port_id, node_name
@@ -44,6 +46,7 @@ from ._protocol import (
     encode_invitation,
 )
 from ._runtime import Runtime, acquire_runtime, release_runtime
+from ._zygote import WarmPopen, Zygote
 
 log = logging.getLogger(__name__)
 
@@ -161,11 +164,22 @@ class Mesh:
         imports: Sequence[str] = (),
         env: Mapping[str, str] | None = None,
         stderr: IO[Any] | int | None = None,
+        warm: bool = False,
     ) -> ChildProcess:
         """Start a child that runs ``entry`` (``"module:function"``) with ``message``.
 
         The function receives a :class:`~workmesh.Message` (parse it to the type it
         expects); it may be ``async``.  The child exits when the function returns.
+
+        ``warm=True`` forks the child from this Mesh's zygote, a process that has
+        already imported workmesh, the entry's module and ``imports``: the child runs
+        in milliseconds rather than tens of them, and is otherwise the same (exit
+        status, ``kill()``, death with the parent).  The first warm spawn starts the
+        zygote, preloading its own modules, and itself starts cold; later warm
+        spawns wait for the zygote while it starts, and start cold (and log why)
+        when it is unavailable.  A warm child runs the code the zygote imported, so
+        a child that must run new code (a restart after an upgrade) must start cold,
+        the default.  See :mod:`workmesh._process._zygote`.
         """
         runtime = self.runtime
         if ":" not in entry:
@@ -185,12 +199,34 @@ class Mesh:
             sys_path=[p for p in sys.path if p],
         )
         try:
-            proc = self._popen(invitation, env, stderr, child_sock)
+            proc: subprocess.Popen[bytes] | None = None
+            if warm:
+                proc = await self._warm_popen(
+                    invitation,
+                    entry=entry,
+                    imports=imports,
+                    env=env,
+                    stderr=stderr,
+                    parent_sock=parent_sock,
+                )
+                if proc is None:  # a fresh pair: the old one may hold a forked child's setup
+                    parent_sock.close()
+                    child_sock.close()
+                    parent_sock, child_sock = socket.socketpair()
+                    invitation = msgspec.structs.replace(invitation, fd=child_sock.fileno())
+            if proc is None:
+                proc = self._popen(invitation, env, stderr, child_sock)
+        except BaseException:
+            parent_sock.close()
+            raise
         finally:
             child_sock.close()
         child = ChildProcess(name, proc, child_id)
         self.children[child_id] = child
-        self._watch_exit(child)
+        if isinstance(proc, WarmPopen):
+            proc.when_exited(child._reaped)  # the zygote reaps it and reports its status
+        else:
+            self._watch_exit(child)
         # Queue the initial message first: the port must exist before the child's
         # first frame for it can arrive, and the frames wait until the link is up.
         self._send_initial(
@@ -207,7 +243,13 @@ class Mesh:
             expect_hello=secret,
             on_eof=lambda _conn: self._link_ended(runtime, child),
         )
-        log.info("started child %r (pid %d, node %s)", name, proc.pid, node_name(child_id))
+        log.info(
+            "started child %r (pid %d, node %s%s)",
+            name,
+            proc.pid,
+            node_name(child_id),
+            ", warm" if isinstance(proc, WarmPopen) else "",
+        )
         return child
 
     def _popen(
@@ -230,6 +272,46 @@ class Mesh:
             # parent's to handle; children go when the parent tells them, or dies.
             process_group=0,
         )
+
+    # The zygote that forks warm children: started by the first warm spawn.
+    _zygote: Zygote | None = None
+
+    async def _warm_popen(
+        self,
+        invitation: Invitation,
+        *,
+        entry: str,
+        imports: Sequence[str],
+        env: Mapping[str, str] | None,
+        stderr: IO[Any] | int | None,
+        parent_sock: socket.socket,
+    ) -> WarmPopen | None:
+        """The child forked by the zygote, or None: start it cold (logged)."""
+        if self._zygote is None:
+            if self._start_zygote([entry.partition(":")[0], *imports]):
+                log.info("child %r starts cold while the zygote starts", invitation.name)
+            return None
+        result = await self._zygote.fork(invitation, env, stderr, parent_sock)
+        if isinstance(result, str):
+            log.info("child %r starts cold: %s", invitation.name, result)
+            return None
+        return result
+
+    def _start_zygote(self, preload: Sequence[str]) -> bool:
+        try:
+            self._zygote = Zygote(self.runtime.io, preload)
+        except OSError as exc:
+            log.warning("could not start the zygote: %s; this warm spawn starts cold", exc)
+            return False
+        return True
+
+    async def _warm_up(self, preload: Sequence[str] = ()) -> bool:
+        """Start the zygote (preloading ``preload``) unless it runs; wait until it can
+        fork.  False if it cannot: warm spawns then start cold."""
+        if self._zygote is None and not self._start_zygote(preload):
+            return False
+        assert self._zygote is not None
+        return await self._zygote.wait_ready()
 
     def _send_initial(
         self,
@@ -339,6 +421,9 @@ class Mesh:
             if child.requests is not None:
                 child.requests.close()
                 child.requests = None
+        if self._zygote is not None:  # after the children: it reports their exits
+            await self._zygote.stop(self.shutdown_timeout)
+            self._zygote = None
         for task in list(self._tasks):
             task.cancel()
         for task in list(self._tasks):

@@ -109,6 +109,16 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_run(args: argparse.Namespace) -> int:
+    from ._run import UsageError, run_worker  # noqa: PLC0415 - loaded only for run
+
+    try:
+        return asyncio.run(run_worker(args.worker, args.params, args.thread))
+    except UsageError as exc:
+        print(f"workmesh run: error: {exc}", file=sys.stderr)
+        return 2
+
+
 def _cmd_bench(args: argparse.Namespace) -> int:
     from workmesh._bench import main as bench_main  # noqa: PLC0415 - loaded only for bench
 
@@ -124,6 +134,20 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     demo = sub.add_parser("demo", help="show what workmesh does", description="Run the showcase.")
     demo.set_defaults(func=_cmd_demo)
+    run = sub.add_parser(
+        "run",
+        help="run one worker; SIGHUP hot-restarts it with fresh code",
+        description="Run one registered worker. SIGHUP hot-restarts it (state kept) "
+        "with its module imported afresh; Ctrl-C or SIGTERM stop it.",
+    )
+    run.add_argument("worker", metavar="MODULE:WorkerClass", help="the worker class to run")
+    run.add_argument("--params", metavar="JSON", help="the worker's parameters, as JSON")
+    where = run.add_mutually_exclusive_group()
+    where.add_argument("--thread", action="store_true", help="run it on a thread of this process")
+    where.add_argument(
+        "--process", action="store_true", help="run it in a child process (the default)"
+    )
+    run.set_defaults(func=_cmd_run)
     bench = sub.add_parser(
         "bench",
         help="run the benchmarks against their peers",
