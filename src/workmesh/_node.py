@@ -686,6 +686,11 @@ class LocalNode:
         finally:
             self._leave()
 
+    def has_outbox(self, node_id: NodeId) -> bool:
+        """Whether frames wait for ``node_id`` (a racy hint, read without the lock)."""
+        link = self._links.get(node_id)
+        return link is not None and bool(link.outbox)
+
     def take_outbox(self, node_id: NodeId) -> list[tuple[bytes, list[OwnedFd]]]:
         """Frames waiting for ``node_id`` (each: encoded frame, descriptors to pass)."""
         with self._lock:

@@ -152,7 +152,8 @@ class Connection:
         if send_hello:
             self._out.append([memoryview(send_hello), []])
         self._flush_scheduled = False
-        self._writing = False
+        self._wlock = threading.RLock()
+        self._writing = False  # the I/O thread waits for the socket to drain
         self.closed = False
         self.error: BaseException | None = None
 
@@ -166,26 +167,26 @@ class Connection:
         self.io._loop.add_reader(self.sock.fileno(), self._on_readable)
         self.node.connect(self.peer, self._notify)
         if self._out:
-            self._write()
+            self._flush()
 
     def close(self, error: BaseException | None = None) -> None:
         """Cut the connection (loop thread).  ``error`` None means an orderly end."""
-        if self.closed:
-            return
-        self.closed = True
-        self.error = error
-        loop = self.io._loop
-        fd = self.sock.fileno()
-        if fd >= 0:
-            loop.remove_reader(fd)
-            loop.remove_writer(fd)
-        self.sock.close()
-        for segment in self._out:
-            for owned in segment[1]:
-                owned.close()
-        self._out.clear()
-        while self._fds:
-            self._fds.popleft().close()
+        with self._wlock:  # no thread may be inside sendmsg on this socket meanwhile
+            if self.closed:
+                return
+            self.closed = True
+            self.error = error
+            fd = self.sock.fileno()
+            if fd >= 0:
+                self.io._loop.remove_reader(fd)
+                self.io._loop.remove_writer(fd)
+            self.sock.close()
+            for segment in self._out:
+                for owned in segment[1]:
+                    owned.close()
+            self._out.clear()
+            while self._fds:
+                self._fds.popleft().close()
         if error is None:
             if self.on_eof is not None:
                 self.on_eof(self)
@@ -199,29 +200,49 @@ class Connection:
 
     def drain_blocking(self, timeout: float) -> bool:
         """Write out everything queued, blocking up to ``timeout`` s (process exit)."""
-        if self.closed:
+        with self._wlock:
+            if self.closed:
+                return True
+            self._take_outbox()
+            self.sock.settimeout(timeout)
+            try:
+                while self._out:
+                    self._send_batch()
+            except OSError as exc:
+                log.warning("could not flush to %s before exit: %s", node_name(self.peer), exc)
+                return False
+            finally:
+                self.sock.setblocking(False)
             return True
-        self._take_outbox()
-        self.sock.settimeout(timeout)
-        try:
-            while self._out:
-                self._send_batch()
-        except OSError as exc:
-            log.warning("could not flush to %s before exit: %s", node_name(self.peer), exc)
-            return False
-        finally:
-            self.sock.setblocking(False)
-        return True
 
     # ----------------------------------------------------------------- writing
+    # Frames are written by the thread that produced them, so a request costs no hop
+    # to the I/O thread.  One thread writes at a time (the write lock); a thread that
+    # finds it taken leaves its frames in the node's outbox, and the writer looks
+    # again after letting go, so none is stranded.  Frames produced on the I/O thread
+    # itself (acknowledgements, forwarded events) are flushed once per loop turn.
+    # When the socket is full, the I/O thread waits for it to drain and takes over.
+
     def _notify(self) -> None:
-        """The node has frames for the peer (any thread; one flush per loop turn)."""
-        if not self._flush_scheduled:
-            self._flush_scheduled = True
-            self.io.call(self._flush)
+        """The node has frames for the peer (called on any thread)."""
+        if self.io.on_loop():
+            if not self._flush_scheduled:
+                self._flush_scheduled = True
+                self.io.call(self._flush)
+        else:
+            self._flush()
 
     def _flush(self) -> None:
         self._flush_scheduled = False
+        while self._wlock.acquire(blocking=False):
+            try:
+                self._flush_locked()
+            finally:
+                self._wlock.release()
+            if self.closed or self._writing or not self.node.has_outbox(self.peer):
+                return
+
+    def _flush_locked(self) -> None:
         if self.closed:
             return
         self._take_outbox()
@@ -238,6 +259,7 @@ class Connection:
                 self._out.append([memoryview(data), []])
 
     def _write(self) -> None:
+        """Send what is queued (write lock held); hand over to the I/O thread if full."""
         try:
             while self._out:
                 if self._send_batch() == 0:
@@ -245,22 +267,27 @@ class Connection:
         except BlockingIOError:
             pass
         except (BrokenPipeError, ConnectionResetError):
-            self.close(None)  # the peer went away: an end, not a protocol failure
+            self.io.call(self.close, None)  # the peer went away: an end, not a failure
             return
         except OSError as exc:
-            self.close(exc)
+            self.io.call(self.close, exc)
             return
-        want_writer = bool(self._out)
-        if want_writer != self._writing:
-            self._writing = want_writer
-            if want_writer:
-                self.io._loop.add_writer(self.sock.fileno(), self._on_writable)
-            else:
-                self.io._loop.remove_writer(self.sock.fileno())
+        if self._out:
+            self._writing = True
+            self.io.call(self._start_writer)
+
+    def _start_writer(self) -> None:
+        if not self.closed:
+            self.io._loop.add_writer(self.sock.fileno(), self._on_writable)
 
     def _on_writable(self) -> None:
-        self._take_outbox()
-        self._write()
+        with self._wlock:
+            if self.closed:
+                return
+            self._take_outbox()
+            self._writing = False
+            self.io._loop.remove_writer(self.sock.fileno())
+            self._write()
 
     def _send_batch(self) -> int:
         """One sendmsg of as many queued segments as fit; returns bytes written."""
