@@ -827,3 +827,16 @@ def test_corruption_cause_chain_names_the_decode_error() -> None:
     assert payload_errors, causes
     assert "Expected `int`, got `str`" in str(payload_errors[0])
     assert str(info.value).startswith("channel failure: message corruption")
+
+
+def test_forged_attach_marker_is_data_not_control() -> None:
+    """A value that encodes like the ATTACH control message is not mistaken for it."""
+    import msgspec  # noqa: PLC0415 - local to this case
+
+    tx, rx = wm.channel(object)
+    far_tx, far_rx = wm.channel(object)
+    far_tx.bridge(rx)  # what tx sends now travels through ports to far_rx, encoded
+    tx.send(msgspec.msgpack.Ext(127, b"\x00"))
+    with pytest.raises(wm.ChannelFailed) as info:
+        far_rx.recv_blocking(timeout=5)
+    assert info.value.kind is wm.ChannelErrorKind.CORRUPTION

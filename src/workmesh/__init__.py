@@ -59,6 +59,22 @@ from ._worker import (
 
 __version__ = "0.1.0.dev0"
 
+# Errors cross processes by their type's name: name them by the public module.
+# (Structs keep their own module: msgspec resolves their annotations there.)
+for _error in (
+    ChannelClosed,
+    ChannelEmpty,
+    ChannelFailed,
+    LaunchError,
+    NodeError,
+    PayloadError,
+    RecvError,
+    RemoteError,
+    WorkmeshError,
+):
+    _error.__module__ = __name__
+del _error
+
 # The one piece of wiring here: the process layer launches worker hosts with a
 # factory from the worker layer above it, which it may not import itself.
 Mesh.host_factory = worker_host

@@ -15,12 +15,13 @@ their owners) only once the whole value has encoded, so a failed ``send`` leaves
 every endpoint in the message untouched.
 
 Frames.  The node protocol's frames are tagged, frozen, array-like Structs,
-framed on a byte stream with a 4-byte little-endian length prefix.
+framed on a byte stream behind an 8-byte header (length, descriptor count).
 :class:`FrameDecoder` splits a stream incrementally and enforces a size limit.
 """
 
 from __future__ import annotations
 
+import re
 import struct
 import threading
 from collections.abc import Callable
@@ -338,6 +339,9 @@ def _close_all(objs: Any) -> None:
             close()
 
 
+_EXPECTED_GOT = re.compile(r"Expected `(?P<expected>[^`]*)`, got `(?P<got>[^`]*)`")
+
+
 def _decode_error(exc: BaseException, tp: Any) -> PayloadError:
     text = str(exc)
     path = None
@@ -345,10 +349,11 @@ def _decode_error(exc: BaseException, tp: Any) -> PayloadError:
         text, _, rest = text.partition(" - at `")
         path = rest.rstrip("`")
     where = f" - at `{path}`" if path else ""
+    parts = _EXPECTED_GOT.search(text)
     return PayloadError(
         f"cannot decode message as {_type_name(tp)}: {text}{where}",
-        expected=_type_name(tp),
-        got=text,
+        expected=parts["expected"] if parts else _type_name(tp),
+        got=parts["got"] if parts else text,
         path=path,
     )
 

@@ -122,7 +122,12 @@ class _Core:
 
     # PortHandler: runs under the node lock; records and defers the wake-up.
     def port_message(self, port: Port, payload: Payload, wakes: list[Any]) -> None:
-        item: Any = _Attach(payload.resources[0]) if payload.data == ATTACH else None
+        item: Any = None
+        resources = payload.resources
+        if payload.data == ATTACH and len(resources) == 1 and isinstance(resources[0], Port):
+            item = _Attach(resources[0])
+        # Anything else, a forged marker included, is decoded as data (and a marker
+        # that is not a value of the channel's type then reads as corruption).
         with self.lock:
             self.items.append(item if item is not None else _FromPort(port, payload))
             waiter = self.take_waiter()

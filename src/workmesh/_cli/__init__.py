@@ -5,108 +5,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
-import threading
 from collections.abc import Sequence
 
-import msgspec
-
 import workmesh as wm
-from workmesh._channel._mpsc import sender_from_port, sender_to_port
-
-
-def _say(text: str) -> None:
-    print(text, flush=True)
-
-
-class Order(msgspec.Struct):
-    item: str
-    qty: int
-
-
-class PlaceOrder(msgspec.Struct):
-    rpc: wm.FailableRpc[Order, int]
-
-
-def _kitchen(orders: wm.Receiver[PlaceOrder]) -> None:
-    """A plain thread that serves requests; a bad order fails with an exception."""
-    total = 0
-    for request in orders:
-
-        def place(order: Order) -> int:
-            nonlocal total
-            if order.qty <= 0:
-                raise ValueError(f"cannot place {order.qty} x {order.item}")
-            total += order.qty
-            return total
-
-        request.rpc.handle_failable_sync(place)
-
-
-async def _demo_channels() -> None:
-    _say("1. A channel between an asyncio task and a plain thread")
-    tx, rx = wm.channel(str)
-
-    def producer() -> None:
-        with tx:
-            for word in ("hello", "from", "a", "thread"):
-                tx.send(word)
-
-    thread = threading.Thread(target=producer)
-    thread.start()
-    words = [word async for word in rx]
-    thread.join()
-    _say(f"   received in order: {' '.join(words)}; then the channel closed")
-
-
-async def _demo_rpc() -> None:
-    _say("2. Request/response: a thread serves typed requests, a task calls it")
-    tx, rx = wm.channel(PlaceOrder)
-    kitchen = threading.Thread(target=_kitchen, args=(rx,))
-    kitchen.start()
-    del rx
-    try:
-        for qty in (2, 3):
-            total = await tx.call_failable(PlaceOrder, Order("tea", qty))
-            _say(f"   placed {qty} x tea -> running total {total}")
-        _say("3. Errors travel back as data, with the remote traceback")
-        try:
-            await tx.call_failable(PlaceOrder, Order("cake", 0))
-        except wm.RemoteError as err:
-            _say(f"   caller got RemoteError: {err}")
-            frame = err.chain[0]
-            last = (frame.traceback or "").strip().splitlines()[-1]
-            _say(f"   remote type {frame.type_name}; its traceback ends: {last}")
-    finally:
-        tx.close()
-        kitchen.join()
-
-
-async def _demo_promotion() -> None:
-    _say("4. Endpoints inside messages: the channel is promoted to ports and keeps order")
-    tx, rx = wm.channel(wm.Sender[int])
-    port_backed = sender_from_port(sender_to_port(tx), wm.Sender[int])
-    reply_tx, reply_rx = wm.channel(int)
-    port_backed.send(reply_tx)  # the Sender travels encoded, as it would to another process
-    arrived = await rx.recv()
-    for n in range(3):
-        arrived.send(n)
-    arrived.close()
-    got = [n async for n in reply_rx]
-    _say(f"   the Sender that travelled delivered {got}")
-    port_backed.close()
-
-
-async def _demo() -> None:
-    _say("workmesh demo: typed channels, RPC and errors as data (in one process)\n")
-    await _demo_channels()
-    await _demo_rpc()
-    await _demo_promotion()
-    _say("\nCross-process meshes, workers and hot restart arrive in the next milestones.")
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    asyncio.run(_demo())
-    return 0
+    from ._demo import main as demo_main  # noqa: PLC0415 - loaded only for the demo
+
+    return demo_main()
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
