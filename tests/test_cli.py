@@ -27,10 +27,11 @@ def test_demo_runs_and_shows_each_part() -> None:
     assert proc.returncode == 0, proc.stderr
     out = proc.stdout
     assert "received in order: hello from a thread" in out
-    assert "running total 5" in out
-    assert "caller got RemoteError: cannot place 0 x cake" in out
-    assert "remote type ValueError" in out
-    assert "delivered [0, 1, 2]" in out
+    assert "sent 1200, answered 1200, lost 0, applied twice 0" in out
+    assert "balance after the restart: 2200 (1000 + 1200)" in out
+    assert "the worker failed: the ledger does not balance (ValueError)" in out
+    assert "killed by SIGKILL" in out
+    assert "nothing is left running" in out
     assert proc.stderr == ""
 
 

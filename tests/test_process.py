@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 import pytest
 
 import workmesh as wm
-from workmesh._process import Mesh
+from workmesh._process import ChildFailedToStart, Mesh
 
 from .helpers.children import (
     BounceParams,
@@ -369,5 +369,28 @@ def test_mesh_must_be_entered() -> None:
         mesh = Mesh("test")
         with pytest.raises(RuntimeError, match="async with Mesh"):
             await mesh.spawn("x", "a:b")
+
+    run(main)
+
+
+def test_child_that_cannot_load_its_code_fails_the_spawn() -> None:
+    async def main() -> None:
+        async with Mesh("test") as mesh:
+            with pytest.raises(ChildFailedToStart) as info:
+                await mesh.spawn(
+                    "x", f"{CHILDREN}:no_such_function", None, stderr=subprocess.DEVNULL
+                )
+            text = str(info.value)
+            assert "could not load its code: AttributeError" in text
+            assert "no_such_function" in text
+            assert "exited with status 1" in text
+            with pytest.raises(ChildFailedToStart, match="No module named 'nowhere_to_be_found'"):
+                await mesh.spawn(
+                    "y",
+                    f"{CHILDREN}:echo",
+                    None,
+                    imports=["nowhere_to_be_found"],
+                    stderr=subprocess.DEVNULL,
+                )
 
     run(main)

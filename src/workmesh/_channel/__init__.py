@@ -72,3 +72,9 @@ __all__ = [
     "mpsc_channel",
     "oneshot",
 ]
+
+# Deferred inspection replies travel on a oneshot.  The diagnostics layer sits below
+# this one and may not import it, so it is handed the factory here, at import.
+from .._inspection import set_reply_channel_factory  # noqa: E402 - wiring, kept in one block
+
+set_reply_channel_factory(oneshot)

@@ -43,7 +43,8 @@ from ._protocol import (
 )
 from ._runtime import Runtime, acquire_runtime
 
-log = logging.getLogger(__name__)
+# Named explicitly: run with -m, this module's __name__ is __main__.
+log = logging.getLogger("workmesh._process._child")
 
 PR_SET_PDEATHSIG = 1
 SETTLE_TIMEOUT = 5.0
@@ -113,11 +114,13 @@ async def _serve(runtime: Runtime, port: Port) -> int:
         for module in init.imports:
             importlib.import_module(module)
         fn = _resolve(init.entry)
-    except Exception:
+    except Exception as exc:
         log.exception("child %r could not load its code", init.name)
+        init.ready.send(f"{type(exc).__name__}: {exc}")
         init.requests.close()
         leader.close()
         return 1
+    init.ready.send(None)
     entry = asyncio.create_task(_run_entry(fn, init.payload))
     serving = asyncio.create_task(_serve_requests(init.requests, runtime))
     await asyncio.wait({entry, serving}, return_when=asyncio.FIRST_COMPLETED)

@@ -24,14 +24,16 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import IO, Any, ClassVar
 
 import msgspec
 
-from .._channel import Receiver, Sender, channel
+from .._channel import OneshotReceiver, Receiver, Sender, channel, oneshot
 from .._channel._mpsc import sender_from_port
+from .._errors import ChannelClosed, ChannelFailed, WorkmeshError
 from .._ids import NodeId, new_node_id, new_port_id, node_name
 from .._wire import Message
 from ._protocol import (
@@ -52,6 +54,10 @@ log = logging.getLogger(__name__)
 
 HOST_ENTRY = "workmesh._worker._serve:serve_runner"
 EXIT_STATUS_WAIT = 1.0  # seconds to wait for a child's exit status after its link ends
+
+
+class ChildFailedToStart(WorkmeshError):
+    """A child process exited, or could not import its code, before it was ready."""
 
 
 def describe_status(returncode: int) -> str:
@@ -77,6 +83,9 @@ class ChildProcess:
         self._proc = proc
         self._exit: concurrent.futures.Future[int] = concurrent.futures.Future()
         self.requests: Sender[HostRequest] | None = None
+        self.ready: OneshotReceiver[str | None] | None = None
+        self._pidfd: int | None = None  # a cold child's, while it is not yet reaped
+        self._pidfd_lock = threading.Lock()
 
     def __repr__(self) -> str:
         state = "running" if self.returncode is None else describe_status(self.returncode)
@@ -114,9 +123,17 @@ class ChildProcess:
         self._signal(signal.SIGTERM)
 
     def _signal(self, sig: int) -> None:
-        if not self._exit.done():
-            with contextlib.suppress(ProcessLookupError):
-                self._proc.send_signal(sig)
+        # Signal through the pidfd, never by a bare pid: Popen.send_signal would also
+        # reap the child on this thread, behind the back of the I/O loop's watcher.
+        with self._pidfd_lock:
+            if self._exit.done():
+                return
+            if self._pidfd is not None:
+                with contextlib.suppress(ProcessLookupError):
+                    signal.pidfd_send_signal(self._pidfd, sig)
+                return
+        with contextlib.suppress(ProcessLookupError):
+            self._proc.send_signal(sig)  # a warm child: its stand-in signals by pidfd
 
     def _reaped(self, returncode: int) -> None:
         self._proc.returncode = returncode
@@ -243,6 +260,7 @@ class Mesh:
             expect_hello=secret,
             on_eof=lambda _conn: self._link_ended(runtime, child),
         )
+        await self._until_ready(child)
         log.info(
             "started child %r (pid %d, node %s%s)",
             name,
@@ -251,6 +269,24 @@ class Mesh:
             ", warm" if isinstance(proc, WarmPopen) else "",
         )
         return child
+
+    async def _until_ready(self, child: ChildProcess) -> None:
+        """Wait until the child has loaded its code; raise if it could not."""
+        ready, child.ready = child.ready, None
+        assert ready is not None
+        try:
+            problem = await ready
+        except (ChannelClosed, ChannelFailed):
+            status = describe_status(await child.wait())
+            raise ChildFailedToStart(
+                f"child {child.name!r} (pid {child.pid}) {status} before it was ready"
+            ) from None
+        if problem is not None:
+            status = describe_status(await child.wait())
+            raise ChildFailedToStart(
+                f"child {child.name!r} (pid {child.pid}) could not load its code: {problem}; "
+                f"it {status}"
+            )
 
     def _popen(
         self,
@@ -326,12 +362,19 @@ class Mesh:
         node = self.runtime.node
         requests, requests_rx = channel(HostRequest)
         leader_tx, leader_rx = channel(LeaderRequest)
+        ready_tx, child.ready = oneshot(str | None)
         child.requests = requests
         port = node.bootstrap_port(parent_port, (child.node_id, child_port))  # type: ignore[arg-type]
         init = sender_from_port(port, InitialMessage)
         init.send(
             InitialMessage(
-                child.name, entry, Message(message), list(imports), requests_rx, leader_tx
+                child.name,
+                entry,
+                Message(message),
+                list(imports),
+                requests_rx,
+                leader_tx,
+                ready_tx,
             )
         )
         init.close()
@@ -343,13 +386,15 @@ class Mesh:
         io = self.runtime.io
 
         def start() -> None:
-            pidfd = os.pidfd_open(child.pid)
+            pidfd = child._pidfd = os.pidfd_open(child.pid)
 
             def on_exit() -> None:
                 assert io.loop is not None
                 io.loop.remove_reader(pidfd)
-                os.close(pidfd)
-                _pid, status = os.waitpid(child.pid, 0)
+                with child._pidfd_lock:
+                    _pid, status = os.waitpid(child.pid, 0)
+                    child._pidfd = None
+                    os.close(pidfd)
                 child._reaped(os.waitstatus_to_exitcode(status))
 
             assert io.loop is not None

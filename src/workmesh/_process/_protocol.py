@@ -14,7 +14,7 @@ import base64
 
 import msgspec
 
-from .._channel import Receiver, Sender
+from .._channel import OneshotSender, Receiver, Sender
 from .._errors import PayloadError
 from .._fd import OwnedFd
 from .._wire import Message
@@ -64,6 +64,8 @@ class InitialMessage(msgspec.Struct):
     imports: list[str]
     requests: Receiver[HostRequest]
     leader: Sender[LeaderRequest]
+    # The child answers once its code is loaded: None, or why it could not load it.
+    ready: OneshotSender[str | None]
 
 
 _encoder = msgspec.msgpack.Encoder()

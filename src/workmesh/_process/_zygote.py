@@ -12,7 +12,8 @@ Design
   socket and, in its environment, the Mesh's pid, its ``sys.path`` and the modules
   to preload (that spawn's entry module and ``imports``).  That first child starts
   cold, so a warm spawn is never slower than a cold one; later warm spawns wait for
-  the zygote while it is still starting.  The zygote asks to be killed when the
+  the zygote while it is still starting.  ``Mesh._warm_up(preload)`` starts it
+  ahead of time and waits until it is ready.  The zygote asks to be killed when the
   Mesh dies (``PR_SET_PDEATHSIG``), imports, freezes its heap (``gc.freeze()``:
   a child's collections then neither scan nor copy the inherited objects), and
   reports ``Ready``.
@@ -36,8 +37,8 @@ Design
   so the zygote dies, so every forked child dies.  No link can be skipped: each
   process checks, after asking, that its parent is still the one it asked about.
 * **Reaping and exit status.**  A forked child is the zygote's child, so the zygote
-  reaps it: it polls a pidfd per child and, when one exits, ``waitpid``\\ s it and
-  sends ``Exited(pid, returncode)``.  Right after the fork it sends the Mesh
+  reaps it: it polls a pidfd per child and, when one exits, calls ``waitpid`` on it
+  and sends ``Exited(pid, returncode)``.  Right after the fork it sends the Mesh
   ``Forked(seq, pid)`` with a pidfd for the child, opened before the child could be
   reaped; the Mesh signals the child through it, so a signal can never reach a
   recycled pid.  Statuses come in the order the zygote saw them, so a reused pid
@@ -56,7 +57,9 @@ Limits.  A warm child runs the code the zygote imported: a child that must run
 new code (a hot restart after an upgrade) must start cold, which is the default.
 Interpreter start-up settings (``PYTHON*`` variables, locale, hash seed) are the
 zygote's; the zygote's own environment (the Mesh's when it started) stays in its
-memory, so a child that must not see the Mesh's environment should start cold.
+memory, so a child that must not see the Mesh's environment should start cold.  A
+preloaded module runs its import-time code in the zygote, before the child sets up
+logging: one that configures logging at import wins over the child's format.
 """
 
 from __future__ import annotations
@@ -208,7 +211,7 @@ def _close_all(fds: Sequence[int]) -> None:
 # ----------------------------------------------------------------- the zygote process
 def main() -> NoReturn:
     """The zygote: preload, report ``Ready``, then fork on request until the Mesh leaves."""
-    # Only the imports the zygote needs before it may touch the caller's modules.
+    # Here, not at the top: a Mesh imports this module but has no use for the child's.
     from ._child import _die_with_parent  # noqa: PLC0415
 
     config = _config_decoder.decode(base64.b64decode(os.environ.pop(CONFIG_VAR)))
@@ -521,8 +524,14 @@ class Zygote:
         self.pid = self._proc.pid
         ours.setblocking(False)
         self._ctl: socket.socket | None = ours
-        self._pidfd = -1
-        io.call_sync(self._watch)
+        self._pidfd = -1  # the zygote's, for the I/O loop; closed (under _lock) once reaped
+        try:
+            io.call_sync(self._watch)
+        except BaseException:
+            self._proc.kill()  # nothing will watch it: end it here
+            self._proc.wait()
+            ours.close()
+            raise
         log.debug("started the zygote (pid %d), preloading %s", self.pid, list(preload))
 
     def __repr__(self) -> str:
@@ -536,7 +545,7 @@ class Zygote:
                 await asyncio.wait_for(_await(self._ready), START_TIMEOUT)
             except TimeoutError:
                 self._give_up(f"it was not ready after {START_TIMEOUT} s")
-                self._proc.kill()  # it has forked nothing yet: nothing dies with it
+                self._kill()  # it has forked nothing yet: nothing dies with it
         with self._lock:
             return not self._unusable
 
@@ -610,13 +619,20 @@ class Zygote:
                 with contextlib.suppress(OSError):
                     self._ctl.shutdown(socket.SHUT_WR)  # it sees the end and leaves
         if not (self._ready.done() and self._ready.result()):
-            self._proc.kill()  # not ready: it has forked nothing, and may be busy importing
+            self._kill()  # not ready: it has forked nothing, and may be busy importing
         try:
             await asyncio.wait_for(_await(self._stopped), grace)
         except TimeoutError:
             log.warning("the zygote (pid %d) did not exit; killing it", self.pid)
-            self._proc.kill()
+            self._kill()
             await _await(self._stopped)
+
+    def _kill(self) -> None:
+        # Through the pidfd, under the lock _on_exit closes it under: never a reused pid.
+        with self._lock:
+            if self._pidfd >= 0:
+                with contextlib.suppress(ProcessLookupError):
+                    signal.pidfd_send_signal(self._pidfd, signal.SIGKILL)
 
     def _give_up(self, reason: str) -> None:
         with self._lock:
@@ -698,6 +714,7 @@ class Zygote:
             self._children[message.pid] = child
         if not self._resolve(message.seq, child):
             # The spawn that asked for it was cancelled or timed out: nobody will use it.
+            log.debug("killing pid %d: the spawn that asked for it is gone", message.pid)
             child.kill()
 
     def _resolve(self, seq: int, result: WarmPopen | str) -> bool:
@@ -709,7 +726,9 @@ class Zygote:
 
     def _on_exit(self) -> None:
         self._loop.remove_reader(self._pidfd)
-        os.close(self._pidfd)
+        with self._lock:
+            os.close(self._pidfd)
+            self._pidfd = -1
         returncode = self._proc.wait()  # it has exited: this only reaps it
         self._on_control()  # what it said before it died
         with self._lock:
