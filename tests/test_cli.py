@@ -31,6 +31,8 @@ def test_demo_runs_and_shows_each_part() -> None:
     assert "balance after the restart: 2200 (1000 + 1200)" in out
     assert "the worker failed: the ledger does not balance (ValueError)" in out
     assert "killed by SIGKILL" in out
+    assert "the worker itself: {balance: 50, pid: " in out
+    assert "worker-host: {" in out
     assert "nothing is left running" in out
     assert proc.stderr == ""
 

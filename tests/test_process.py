@@ -7,6 +7,7 @@ child, thread or descriptor behind (the conftest fixtures check).
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import select
 import signal
@@ -32,6 +33,7 @@ from .helpers.children import (
     SinkParams,
     TypedParams,
 )
+from .helpers.workers import Counter, CounterParams, Incr
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -394,3 +396,90 @@ def test_child_that_cannot_load_its_code_fails_the_spawn() -> None:
                 )
 
     run(main)
+
+
+def test_inspecting_the_mesh_reaches_every_child() -> None:
+    async def main() -> None:
+        async with Mesh("test") as mesh:
+            host = await mesh.launch_host("inspected", imports=["tests.helpers.workers"])
+            client, requests = wm.channel(Incr)
+            handle = await host.launch_worker(Counter, CounterParams(requests))
+            del requests
+            pid, _ = await within(client.call(Incr, 1))
+            tree = (await wm.inspect(mesh, timeout=5)).to_dict()
+            assert tree["name"] == "test"
+            assert tree["process"]["pid"] == os.getpid()
+            (child,) = tree["children"].values()
+            assert child["pid"] == pid
+            assert child["status"] == "running"
+            inside = child["process"]
+            assert inside["pid"] == pid
+            assert inside["name"] == "inspected"
+            assert inside["worker-host"]["workers"] == {"counter": {"thread": "worker-counter"}}
+            depth0 = (await wm.inspect(mesh, depth=0, timeout=5)).to_dict()
+            assert depth0["children"] is None, "depth 0 leaves subdirectories unevaluated"
+            host.close()
+            handle.stop()
+            await within(handle.join())
+            client.close()
+
+    run(main)
+
+
+def test_diagnostics_socket_and_the_inspect_command(tmp_path: Path) -> None:
+    sock_path = str(tmp_path / "diag.sock")
+
+    async def main() -> None:
+        async with Mesh("served") as mesh:
+            child, tx, _rx = await spawn_echo(mesh)
+            await mesh.serve_diagnostics(sock_path)
+            assert os.stat(sock_path).st_mode & 0o777 == 0o600
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "workmesh",
+                "inspect",
+                sock_path,
+                "--json",
+                "--timeout",
+                "5",
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                cwd=ROOT,
+            )
+            out, err = await within(proc.communicate(), 30)
+            assert proc.returncode == 0, err
+            tree = json.loads(out)
+            assert tree["name"] == "served"
+            assert tree["children"][f"echo-{child.pid}"]["process"]["pid"] == child.pid
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "workmesh",
+                "inspect",
+                sock_path,
+                "process/pid",
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                cwd=ROOT,
+            )
+            out, _ = await within(proc.communicate(), 30)
+            assert out.decode().strip() == str(os.getpid())
+            tx.close()
+            await within(child.wait())
+
+    run(main)
+    assert not os.path.exists(sock_path), "the socket goes with the mesh"
+
+
+def test_inspect_command_without_a_mesh_fails_in_one_line(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "workmesh", "inspect", str(tmp_path / "none.sock")],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert proc.returncode == 1
+    assert proc.stderr.startswith("workmesh inspect: cannot inspect")
+    assert len(proc.stderr.strip().splitlines()) == 1

@@ -305,3 +305,30 @@ def test_duplicate_registration_rejected() -> None:
 
     with pytest.raises(ValueError, match="already registered"):
         wm.register_worker(Another)
+
+
+def test_inspecting_a_handle_reaches_the_worker(make_host: HostMaker) -> None:
+    async def main() -> None:
+        async with make_host() as host:
+            client, requests = wm.channel(Incr)
+            handle = await host.launch_worker(Counter, CounterParams(requests, start=3))
+            del requests
+            pid, _ = await count(client, 4)
+            tree = (await wm.inspect(handle, timeout=5)).to_dict()
+            assert tree == {"count": 7, "pid": pid}
+            assert (await wm.inspect(handle, "count", timeout=5)).to_dict() == 7
+            handle.stop()
+            assert await events_of(handle) == ["Stopped"]
+
+    run(main())
+
+
+def test_worker_that_ignores_inspect_is_unresolved() -> None:
+    async def main() -> None:
+        handle = await wm.launch_local_worker(SyncEcho, Blank())
+        tree = await wm.inspect(handle, timeout=5)
+        assert tree.to_dict() == "<unresolved>"
+        handle.stop()
+        await handle.join()
+
+    run(main())

@@ -31,10 +31,19 @@ from ._errors import (
     WorkmeshError,
 )
 from ._fd import OwnedFd
+from ._inspection import (
+    Deferred,
+    InspectNode,
+    InspectRequest,
+    InspectResponse,
+    Sensitivity,
+    inspect,
+)
 from ._process import Mesh
 from ._wire import Message
 from ._worker import (
     Failed,
+    Inspect,
     RegisteredWorkers,
     Restart,
     RestartFailed,
@@ -84,9 +93,14 @@ __all__ = [
     "ChannelEmpty",
     "ChannelErrorKind",
     "ChannelFailed",
+    "Deferred",
     "ErrorFrame",
     "FailableRpc",
     "Failed",
+    "Inspect",
+    "InspectNode",
+    "InspectRequest",
+    "InspectResponse",
     "LaunchError",
     "Mesh",
     "Message",
@@ -103,6 +117,7 @@ __all__ = [
     "RestartFailed",
     "Rpc",
     "Sender",
+    "Sensitivity",
     "Started",
     "Stop",
     "Stopped",
@@ -117,6 +132,7 @@ __all__ = [
     "WorkerRpc",
     "WorkmeshError",
     "channel",
+    "inspect",
     "launch_local_worker",
     "mpsc_channel",
     "oneshot",

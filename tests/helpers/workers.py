@@ -25,6 +25,9 @@ class Counter(wm.Worker[CounterParams, CounterState]):
         self.requests = requests
         self.count = count
 
+    def __inspect__(self, req: wm.InspectRequest) -> None:
+        req.respond().field("count", self.count).field("pid", os.getpid())
+
     @classmethod
     def new(cls, params: CounterParams) -> Counter:
         return cls(params.requests, params.start)
@@ -48,6 +51,8 @@ class Counter(wm.Worker[CounterParams, CounterState]):
                     match ctl.result():
                         case wm.Stop():
                             return
+                        case wm.Inspect(deferred=deferred):
+                            deferred.inspect(self)
                         case wm.Restart() as restart:
                             app.cancel()  # a cancelled receive loses nothing
                             await asyncio.gather(app, return_exceptions=True)

@@ -26,6 +26,19 @@ def _cmd_run(args: argparse.Namespace) -> int:
         return 2
 
 
+def _cmd_inspect(args: argparse.Namespace) -> int:
+    from workmesh._process._diag import DiagRequest, query  # noqa: PLC0415
+
+    request = DiagRequest(path=args.path, depth=args.depth, timeout=args.timeout)
+    try:
+        tree = asyncio.run(query(args.socket, request))
+    except (OSError, RuntimeError, EOFError, asyncio.IncompleteReadError) as exc:
+        print(f"workmesh inspect: cannot inspect {args.socket}: {exc}", file=sys.stderr)
+        return 1
+    print(tree.to_json() if args.json else tree.format(pretty=True))
+    return 0
+
+
 def _cmd_bench(args: argparse.Namespace) -> int:
     from workmesh._bench import main as bench_main  # noqa: PLC0415 - loaded only for bench
 
@@ -55,6 +68,19 @@ def _parser() -> argparse.ArgumentParser:
         "--process", action="store_true", help="run it in a child process (the default)"
     )
     run.set_defaults(func=_cmd_run)
+    insp = sub.add_parser(
+        "inspect",
+        help="print the inspection tree of a running mesh",
+        description="Inspect a mesh that serves diagnostics (Mesh.serve_diagnostics).",
+    )
+    insp.add_argument("socket", metavar="SOCKET", help="the mesh's diagnostics socket")
+    insp.add_argument("path", metavar="PATH", nargs="?", default="", help="a subtree, a/b/c")
+    insp.add_argument("--depth", type=int, default=None, help="levels below PATH to show")
+    insp.add_argument("--json", action="store_true", help="print JSON instead of text")
+    insp.add_argument(
+        "--timeout", type=float, default=1.0, help="seconds to wait for other processes"
+    )
+    insp.set_defaults(func=_cmd_inspect)
     bench = sub.add_parser(
         "bench",
         help="run the benchmarks against their peers",

@@ -119,12 +119,31 @@ async def failures(mesh: Mesh) -> None:
     client.close()
 
 
+async def inspect_everything(mesh: Mesh) -> None:
+    step(5, "One inspection reaches every process and worker of the mesh")
+    host = await mesh.launch_host("bank-3", imports=[DEMO_MODULE])
+    client, requests = wm.channel(Deposit)
+    handle = await host.launch_worker(Account, AccountParams(requests, opening_balance=42))
+    del requests
+    await client.call(Deposit, 8)
+    worker = await wm.inspect(handle, timeout=2)
+    say(f"   the worker itself: {worker.format()}")
+    tree = await wm.inspect(mesh, timeout=2)
+    for line in tree.format(pretty=True).splitlines():
+        say(f"   {line}")
+    host.close()
+    handle.stop()
+    await handle.join()
+    client.close()
+
+
 async def demo() -> None:
     say("workmesh demo: isolated, hot-upgradable parts that talk by message passing")
     await channels_between_task_and_thread()
     async with Mesh("demo") as mesh:
         await hot_restart(mesh)
         await failures(mesh)
+        await inspect_everything(mesh)
     say("\nAll child processes have exited; nothing is left running.")
 
 

@@ -38,6 +38,11 @@ class Account(wm.Worker[AccountParams, AccountState]):
         self.balance = balance
         self.served = served
 
+    def __inspect__(self, req: wm.InspectRequest) -> None:
+        req.respond().field("balance", self.balance).field("served", self.served).field(
+            "pid", os.getpid()
+        )
+
     @classmethod
     def new(cls, params: AccountParams) -> Account:
         return cls(params.requests, params.opening_balance, 0)
@@ -60,6 +65,10 @@ class Account(wm.Worker[AccountParams, AccountState]):
                     app = asyncio.ensure_future(self.requests.recv())
                 if ctl in done:
                     message = ctl.result()
+                    if isinstance(message, wm.Inspect):
+                        message.deferred.inspect(self)
+                        ctl = asyncio.ensure_future(rpc.recv())
+                        continue
                     if isinstance(message, wm.Restart):
                         app.cancel()  # a cancelled receive loses nothing
                         await asyncio.gather(app, return_exceptions=True)

@@ -67,6 +67,7 @@ from ._result import (
     Sensitivity,
     ValueFlags,
 )
+from ._roots import register_root, roots, unregister_root
 from ._update import UpdateRequest
 
 __all__ = [
@@ -93,6 +94,9 @@ __all__ = [
     "ValueFlags",
     "inspect",
     "natural_key",
+    "register_root",
+    "roots",
     "set_reply_channel_factory",
+    "unregister_root",
     "update",
 ]

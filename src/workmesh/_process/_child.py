@@ -37,11 +37,13 @@ from ._protocol import (
     ConnectTo,
     HostRequest,
     InitialMessage,
+    InspectHost,
     Invitation,
     Shutdown,
     decode_invitation,
 )
 from ._runtime import Runtime, acquire_runtime
+from ._views import ProcessView
 
 # Named explicitly: run with -m, this module's __name__ is __main__.
 log = logging.getLogger("workmesh._process._child")
@@ -78,7 +80,7 @@ async def _run_entry(fn: Callable[[Message], Any], payload: Message) -> None:
         await result
 
 
-async def _serve_requests(requests: Receiver[HostRequest], runtime: Runtime) -> None:
+async def _serve_requests(requests: Receiver[HostRequest], runtime: Runtime, name: str) -> None:
     try:
         while True:
             request = await requests.recv()
@@ -86,6 +88,8 @@ async def _serve_requests(requests: Receiver[HostRequest], runtime: Runtime) -> 
                 return
             if isinstance(request, Connect):
                 _connect(request, runtime)
+            elif isinstance(request, InspectHost):
+                request.deferred.inspect(ProcessView(runtime, name))
     except (ChannelClosed, ChannelFailed):
         log.info("the parent is gone; exiting")
 
@@ -122,7 +126,7 @@ async def _serve(runtime: Runtime, port: Port) -> int:
         return 1
     init.ready.send(None)
     entry = asyncio.create_task(_run_entry(fn, init.payload))
-    serving = asyncio.create_task(_serve_requests(init.requests, runtime))
+    serving = asyncio.create_task(_serve_requests(init.requests, runtime, init.name))
     await asyncio.wait({entry, serving}, return_when=asyncio.FIRST_COMPLETED)
     for task in (entry, serving):
         task.cancel()

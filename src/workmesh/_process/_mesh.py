@@ -35,19 +35,23 @@ from .._channel import OneshotReceiver, Receiver, Sender, channel, oneshot
 from .._channel._mpsc import sender_from_port
 from .._errors import ChannelClosed, ChannelFailed, WorkmeshError
 from .._ids import NodeId, new_node_id, new_port_id, node_name
+from .._inspection import Forward, InspectRequest
 from .._wire import Message
+from ._diag import DiagnosticsServer
 from ._protocol import (
     ENV_VAR,
     Connect,
     ConnectTo,
     HostRequest,
     InitialMessage,
+    InspectHost,
     Invitation,
     LeaderRequest,
     Shutdown,
     encode_invitation,
 )
 from ._runtime import Runtime, acquire_runtime, release_runtime
+from ._views import ProcessView, rss_kib
 from ._zygote import WarmPopen, Zygote
 
 log = logging.getLogger(__name__)
@@ -90,6 +94,18 @@ class ChildProcess:
     def __repr__(self) -> str:
         state = "running" if self.returncode is None else describe_status(self.returncode)
         return f"<ChildProcess {self.name!r} pid={self.pid} {state}>"
+
+    def __inspect__(self, req: InspectRequest) -> None:
+        resp = req.respond()
+        resp.field("pid", self.pid).field("node", node_name(self.node_id))
+        code = self.returncode
+        resp.field("status", "running" if code is None else describe_status(code))
+        if code is None:
+            resp.field("uptime_s", round(time.monotonic() - self.started, 3))
+            resp.field("rss_kib", rss_kib(self.pid))
+            requests = self.requests
+            if requests is not None:
+                resp.child("process", Forward(requests, InspectHost))
 
     @property
     def returncode(self) -> int | None:
@@ -157,6 +173,25 @@ class Mesh:
         self.children: dict[NodeId, ChildProcess] = {}
         self._runtime: Runtime | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self._diagnostics: list[DiagnosticsServer] = []
+
+    async def serve_diagnostics(self, path: str) -> None:
+        """Let other processes of this user inspect the mesh through a Unix socket.
+
+        ``workmesh inspect PATH`` reads it.  The socket goes when the mesh does.
+        """
+        server = DiagnosticsServer(self, path)
+        await server.start()
+        self._diagnostics.append(server)
+
+    def __inspect__(self, req: InspectRequest) -> None:
+        """The whole mesh: this process, and every child (reaching into each one)."""
+        resp = req.respond()
+        resp.field("name", self.name)
+        if self._runtime is not None:
+            resp.child("process", ProcessView(self._runtime, self.name))
+        for child in list(self.children.values()):
+            resp.child(f"children/{child.name}-{child.pid}", child)
 
     @property
     def runtime(self) -> Runtime:
@@ -451,6 +486,9 @@ class Mesh:
         """Ask every child to exit; kill those that have not within the timeout."""
         if self._runtime is None:
             return
+        for server in self._diagnostics:
+            await server.aclose()
+        self._diagnostics.clear()
         children = [c for c in self.children.values() if c.returncode is None]
         for child in children:
             if child.requests is not None:

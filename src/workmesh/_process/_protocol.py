@@ -17,6 +17,7 @@ import msgspec
 from .._channel import OneshotSender, Receiver, Sender
 from .._errors import PayloadError
 from .._fd import OwnedFd
+from .._inspection import Deferred
 from .._wire import Message
 
 ENV_VAR = "WORKMESH_INVITATION"
@@ -45,7 +46,13 @@ class Connect(msgspec.Struct, tag="connect"):
     fd: OwnedFd | None = None
 
 
-HostRequest = Shutdown | Connect
+class InspectHost(msgspec.Struct, tag="inspect"):
+    """Parent to child: answer this with a view of the whole child process."""
+
+    deferred: Deferred
+
+
+HostRequest = Shutdown | Connect | InspectHost
 
 
 class ConnectTo(msgspec.Struct, tag="connect"):

@@ -23,6 +23,7 @@ from ._registry import (
 )
 from ._types import (
     Failed,
+    Inspect,
     Restart,
     RestartFailed,
     Started,
@@ -36,6 +37,7 @@ from ._types import (
 
 __all__ = [
     "Failed",
+    "Inspect",
     "LaunchRequest",
     "RegisteredWorkers",
     "Restart",

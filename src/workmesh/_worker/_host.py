@@ -47,11 +47,13 @@ from .._channel import (
 )
 from .._channel._mpsc import retype
 from .._errors import ChannelClosed, ChannelFailed, LaunchError, RemoteError
+from .._inspection import InspectRequest, register_root, unregister_root
 from .._wire import Message
 from ._registry import WorkerBuilder, WorkerFactory
 from ._trace import span
 from ._types import (
     Failed,
+    Inspect,
     Restart,
     RestartFailed,
     Started,
@@ -133,6 +135,10 @@ class WorkerHandle(msgspec.Struct):
         except ChannelFailed as exc:
             return Failed(RemoteError.from_exception(exc))
 
+    def __inspect__(self, req: InspectRequest) -> None:
+        """Inspecting a handle inspects the worker (its ``run`` answers ``Inspect``)."""
+        self.send.send(Inspect(req.defer()))
+
     def stop(self) -> None:
         """Ask the worker to stop (it answers by returning from ``run``)."""
         self.send.send(Stop())
@@ -213,11 +219,13 @@ class WorkerHostRunner(msgspec.Struct):
         loop = asyncio.get_running_loop()
         exits: asyncio.Queue[threading.Thread] = asyncio.Queue()
         live: set[threading.Thread] = set()
+        root = register_root("worker-host", _RunnerView(live))
         receiving: asyncio.Task[LaunchRequest] | None = asyncio.ensure_future(self.requests.recv())
         try:
             while receiving is not None or live:
                 receiving = await self._step(factory, receiving, exits, live, loop)
         finally:
+            unregister_root(root)
             if receiving is not None:
                 receiving.cancel()
             for thread in live:
@@ -276,6 +284,19 @@ class WorkerHostRunner(msgspec.Struct):
         thread = threading.Thread(target=body, name=f"worker-{request.name}")
         live.add(thread)
         thread.start()
+
+
+class _RunnerView:
+    """What inspecting a runner shows: the workers it is running."""
+
+    def __init__(self, live: set[threading.Thread]) -> None:
+        self.live = live
+
+    def __inspect__(self, req: InspectRequest) -> None:
+        resp = req.respond()
+        resp.field("running", len(self.live))
+        for thread in list(self.live):
+            resp.child(f"workers/{thread.name.removeprefix('worker-')}", {"thread": thread.name})
 
 
 def worker_host() -> tuple[WorkerHost, WorkerHostRunner]:

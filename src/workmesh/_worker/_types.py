@@ -21,6 +21,7 @@ import msgspec
 
 from .._channel import FailableRpc, Receiver
 from .._errors import RemoteError
+from .._inspection import Deferred
 
 P = TypeVar("P")
 S = TypeVar("S")
@@ -69,7 +70,13 @@ class Restart(msgspec.Struct, Generic[S], tag="restart"):
         self.rpc.fail(exc)
 
 
-WorkerRpc = Stop | Restart[S]
+class Inspect(msgspec.Struct, tag="inspect"):
+    """Answer with ``deferred.inspect(self)`` (or any inspectable)."""
+
+    deferred: Deferred
+
+
+WorkerRpc = Stop | Restart[S] | Inspect
 
 
 class Started(msgspec.Struct, tag="started"):
