@@ -297,6 +297,12 @@ def test_send_closed_port_arrives_closed(net: MemoryNetwork) -> None:
     net.pump()
     assert rec.messages == [b"last"]
     assert rec.closed
+    carrier_a.close()
+    net.pump()
+    # Every proxy retired: nothing is left routed (a stand-in that expected the
+    # wrong sequence number would leave the moved port proxying for ever).
+    assert a_node.port_count() == 0
+    assert b_node.port_count() == 0
 
 
 def test_send_failed_port_arrives_failed(net: MemoryNetwork) -> None:

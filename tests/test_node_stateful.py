@@ -187,6 +187,8 @@ class MeshMachine(RuleBasedStateMachine):
 
     def teardown(self) -> None:
         self.net.pump()
+        for node in self.nodes:
+            assert not node.moving_ports(), "a proxy never retired"
         for end in self.ends.values():
             if end.closed or end.retired:
                 continue

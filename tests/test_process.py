@@ -290,7 +290,7 @@ def test_spawn_kill_cycles_leave_no_zombie_and_no_fd() -> None:
 
     async def main() -> None:
         async with Mesh("test") as mesh:
-            for _ in range(30):
+            for _ in range(100):
                 tx, rx = wm.channel(int)
                 _hold_tx, hold_rx = wm.channel(int)
                 params = PidParams(tx, hold_rx)

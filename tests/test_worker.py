@@ -323,12 +323,31 @@ def test_inspecting_a_handle_reaches_the_worker(make_host: HostMaker) -> None:
     run(main())
 
 
-def test_worker_that_ignores_inspect_is_unresolved() -> None:
+def test_worker_that_ignores_inspect_is_unresolved(make_host: HostMaker) -> None:
     async def main() -> None:
-        handle = await wm.launch_local_worker(SyncEcho, Blank())
-        tree = await wm.inspect(handle, timeout=5)
-        assert tree.to_dict() == "<unresolved>"
-        handle.stop()
-        await handle.join()
+        async with make_host() as host:
+            handle = await host.launch_worker(SyncEcho, Blank())
+            tree = await wm.inspect(handle, timeout=5)
+            assert tree.to_dict() == "<unresolved>"
+            handle.stop()
+            await handle.join()
+
+    run(main())
+
+
+def test_warm_process_host() -> None:
+    async def main() -> None:
+        async with wm.Mesh("test") as mesh:
+            cold = await mesh.launch_host("cold", imports=["tests.helpers.workers"], warm=True)
+            warm = await mesh.launch_host("warm", imports=["tests.helpers.workers"], warm=True)
+            for host in (cold, warm):
+                client, requests = wm.channel(Incr)
+                handle = await host.launch_worker(Counter, CounterParams(requests))
+                del requests
+                assert (await count(client))[1] == 1
+                handle.stop()
+                await handle.join()
+                host.close()
+                client.close()
 
     run(main())

@@ -625,7 +625,10 @@ class LocalNode:
         """A closed port that moves takes its close along: a stand-in peer closes again."""
         stand_in = Port(self)
         stand_in.peer = port
+        # Continue both numberings: the port may already have spent numbers (echoing
+        # its peer's close, say), and the stand-in must expect exactly the next one.
         stand_in.next_local_seq = port.next_peer_seq
+        stand_in.next_peer_seq = port.next_local_seq
         port.peer = stand_in
         port.state = PortState.PEERED
         port.closed_local = False

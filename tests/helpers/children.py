@@ -143,3 +143,59 @@ def send_wrong_type(message: wm.Message) -> None:
     """Send a str where the parent's receiver expects int."""
     params = message.parse(TypedParams)
     params.out.send("not an int")
+
+
+# --------------------------------------------------------------------------- the agent
+# A child that holds endpoints in numbered slots and works them on command, so a
+# test in the parent can drive a Sender or Receiver that lives in another process.
+
+
+class Hold(msgspec.Struct, tag="hold"):
+    slot: int
+    endpoint: Any
+
+
+class Send(msgspec.Struct, tag="send"):
+    slot: int
+    value: Any
+
+
+class Clone(msgspec.Struct, tag="clone"):
+    slot: int
+    new_slot: int
+
+
+class Close(msgspec.Struct, tag="close"):
+    slot: int
+
+
+class Recv(msgspec.Struct, tag="recv"):
+    slot: int
+    rpc: wm.FailableRpc[None, Any]
+
+
+class IsClosed(msgspec.Struct, tag="is_closed"):
+    slot: int
+    rpc: wm.Rpc[None, bool]
+
+
+Command = Hold | Send | Clone | Close | Recv | IsClosed
+
+
+async def agent(message: wm.Message) -> None:
+    commands = message.parse(wm.Receiver[Command])
+    slots: dict[int, Any] = {}
+    async for command in commands:
+        match command:
+            case Hold(slot=slot, endpoint=endpoint):
+                slots[slot] = endpoint
+            case Send(slot=slot, value=value):
+                slots[slot].send(value)
+            case Clone(slot=slot, new_slot=new_slot):
+                slots[new_slot] = slots[slot].clone()
+            case Close(slot=slot):
+                slots.pop(slot).close()
+            case Recv(slot=slot, rpc=rpc):
+                await rpc.handle_failable(lambda _none, s=slot: slots[s].recv())
+            case IsClosed(slot=slot, rpc=rpc):
+                rpc.complete(slots[slot].is_closed())

@@ -211,15 +211,17 @@ class Sender(Generic[T]):
         """Forward everything sent to ``receiver``'s channel into this sender's channel."""
         _bridge(self, receiver)
 
-    async def call(self, make: Any, input: Any) -> Any:
+    async def call(self, make: Any, input: Any, *, reply_type: Any = None) -> Any:
+        """Send ``make(rpc)`` and await the answer (``reply_type``: how to decode it)."""
         from ._rpc import call  # noqa: PLC0415 - rpc builds on this module
 
-        return await call(self, make, input)
+        return await call(self, make, input, reply_type=reply_type)
 
-    async def call_failable(self, make: Any, input: Any) -> Any:
+    async def call_failable(self, make: Any, input: Any, *, reply_type: Any = None) -> Any:
+        """As ``call``, with a FailableRpc: a failure raises the caller's RemoteError."""
         from ._rpc import call_failable  # noqa: PLC0415
 
-        return await call_failable(self, make, input)
+        return await call_failable(self, make, input, reply_type=reply_type)
 
     def __enter__(self) -> Sender[T]:
         return self

@@ -527,8 +527,13 @@ class Mesh:
         imports: Sequence[str] = (),
         env: Mapping[str, str] | None = None,
         stderr: IO[Any] | int | None = None,
+        warm: bool = False,
     ) -> Any:
         """Start a child process that serves a ``WorkerHost``; return that host.
+
+        ``warm=True`` forks it from the mesh's zygote (milliseconds instead of a
+        fresh interpreter); leave it off when the host must run freshly loaded code,
+        as for a hot restart with new code.
 
         The child imports ``imports`` first, so their ``@register_worker`` classes
         can be launched there.  It lives until every copy of the host is gone and
@@ -538,5 +543,7 @@ class Mesh:
         if factory is None:
             raise RuntimeError("worker hosts need the worker layer: import workmesh")
         host, runner = factory()
-        await self.spawn(name, HOST_ENTRY, runner, imports=imports, env=env, stderr=stderr)
+        await self.spawn(
+            name, HOST_ENTRY, runner, imports=imports, env=env, stderr=stderr, warm=warm
+        )
         return host
