@@ -26,6 +26,7 @@ from workmesh._process import ChildFailedToStart, Mesh
 from .helpers.children import (
     BounceParams,
     Calc,
+    CountParams,
     EchoParams,
     FdParams,
     ForwardParams,
@@ -483,3 +484,24 @@ def test_inspect_command_without_a_mesh_fails_in_one_line(tmp_path: Path) -> Non
     assert proc.returncode == 1
     assert proc.stderr.startswith("workmesh inspect: cannot inspect")
     assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_long_one_way_stream_arrives_whole_and_in_order() -> None:
+    """A burst far larger than the socket buffer: the writer must hand over and resume."""
+    n = 300_000
+
+    async def main() -> None:
+        async with Mesh("test") as mesh:
+            tx, inbox = wm.channel(int)
+            total_tx, total = wm.channel(int)
+            child = await mesh.spawn(
+                "counter", f"{CHILDREN}:count_until_closed", CountParams(inbox, total_tx)
+            )
+            del inbox, total_tx
+            for i in range(n):
+                tx.send(i)
+            tx.close()
+            assert await within(total.recv(), 60) == n
+            assert await within(child.wait()) == 0
+
+    run(main)

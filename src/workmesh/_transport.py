@@ -54,11 +54,12 @@ _SMALL_FRAME = 4096  # frames up to this size are copied behind their header
 
 def _new_loop() -> asyncio.AbstractEventLoop:
     try:
-        import uvloop  # noqa: PLC0415 - optional speed-up
-
-        return uvloop.new_event_loop()
+        # An optional speed-up; without the extra installed, mypy cannot see it.
+        import uvloop  # type: ignore[import-not-found, unused-ignore]  # noqa: PLC0415
     except ImportError:
         return asyncio.new_event_loop()
+    loop: asyncio.AbstractEventLoop = uvloop.new_event_loop()
+    return loop
 
 
 class IoLoop:
@@ -288,6 +289,10 @@ class Connection:
             self._writing = False
             self.io._loop.remove_writer(self.sock.fileno())
             self._write()
+        # As in _flush: frames queued while we held the lock had their flush turned
+        # away, and the node signals only when its outbox was empty; look again.
+        if not self._writing and self.node.has_outbox(self.peer):
+            self._flush()
 
     def _send_batch(self) -> int:
         """One sendmsg of as many queued segments as fit; returns bytes written."""

@@ -199,3 +199,20 @@ async def agent(message: wm.Message) -> None:
                 await rpc.handle_failable(lambda _none, s=slot: slots[s].recv())
             case IsClosed(slot=slot, rpc=rpc):
                 rpc.complete(slots[slot].is_closed())
+
+
+class CountParams(msgspec.Struct):
+    inbox: wm.Receiver[int]
+    total: wm.Sender[int]
+
+
+async def count_until_closed(message: wm.Message) -> None:
+    """Count what arrives; report the count (and the sum, to catch reordering) at the end."""
+    params = message.parse(CountParams)
+    count = 0
+    last = -1
+    async for value in params.inbox:
+        assert value == last + 1, f"out of order: {value} after {last}"
+        last = value
+        count += 1
+    params.total.send(count)

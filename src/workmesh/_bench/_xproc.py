@@ -35,7 +35,7 @@ import tempfile
 import threading
 import time
 import types
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from dataclasses import dataclass
 from functools import partial
 from multiprocessing import resource_tracker
@@ -73,7 +73,7 @@ T = TypeVar("T")
 RTT_OPS: Final = 20_000  # round trips per round at full scale
 STREAM_OPS: Final = {"small": 200_000, "64k": 20_000}  # one-way messages per round
 SPAWN_OPS: Final = 4  # starts per side per round
-ROUND_TIMEOUT_S: Final = 300.0  # a hung child fails the case instead of the whole run
+ROUND_TIMEOUT_S: Final = 120.0  # a stalled round fails its case instead of the whole run
 START_TIMEOUT_S: Final = 30.0
 JOIN_TIMEOUT_S: Final = 10.0
 CHILD: Final = child.__name__
@@ -94,16 +94,13 @@ _SINK: Final = {"small": child.SinkSmall, "64k": child.Sink64k}
 GroupResult = dict[str, Series | str]  # a side's series, or why it did not run
 
 
-def _message(size: str) -> Any:
-    return child.SMALL if size == "small" else child.BIG
-
-
-def _pickled(size: str) -> Any:
-    """What the pickle peer sends: a plain dict (as a pickle user would) or the bytes."""
-    return child.SMALL_DICT if size == "small" else child.BIG
+_MESSAGE: Final = {"small": child.SMALL, "64k": child.BIG}
+# What the pickle peer sends: a plain dict, as a pickle user would, or the same bytes.
+_PICKLED: Final = {"small": child.SMALL_DICT, "64k": child.BIG}
 
 
 def _check(side: str, got: Any, want: Any) -> None:
+    """A side must deliver what was sent (checked outside the timed part where it can)."""
     if got != want:
         raise RuntimeError(f"{side} answered {got!r:.60}, expected {want!r:.60}")
 
@@ -190,12 +187,8 @@ def _enter_async(
 ) -> T:
     """Run an async set-up on ``runner``; its async exit stack closes with ``stack``."""
     async_stack = contextlib.AsyncExitStack()
-    stack.callback(_close_async, runner, async_stack)
+    stack.callback(lambda: runner.run(async_stack.aclose()))
     return runner.run(setup(async_stack))
-
-
-def _close_async(runner: asyncio.Runner, async_stack: contextlib.AsyncExitStack) -> None:
-    runner.run(async_stack.aclose())
 
 
 async def _spawn_echo(size: str, stack: contextlib.AsyncExitStack) -> tuple[ChildProcess, Any]:
@@ -225,7 +218,7 @@ async def _spawn_sink(size: str, stack: contextlib.AsyncExitStack) -> tuple[Chil
 async def _wm_rtt_round(tx: Any, make: Any, msg: Any, ops: int, warmup: int) -> list[int]:
     call, clock = tx.call, perf_counter_ns
     samples = [0] * ops
-    async with asyncio.timeout(ROUND_TIMEOUT_S):
+    async with _stall_guard(f"{ops + warmup} round trips"):
         for _ in range(warmup):
             await call(make, msg)
         for i in range(ops):
@@ -233,6 +226,19 @@ async def _wm_rtt_round(tx: Any, make: Any, msg: Any, ops: int, warmup: int) -> 
             await call(make, msg)
             samples[i] = clock() - start
     return samples
+
+
+@contextlib.asynccontextmanager
+async def _stall_guard(what: str) -> AsyncIterator[None]:
+    """Fail a workmesh round that makes no progress, saying what it was waiting for."""
+    try:
+        async with asyncio.timeout(ROUND_TIMEOUT_S):
+            yield
+    except TimeoutError as exc:
+        raise TimeoutError(
+            f"{what} to the Mesh child did not finish within {ROUND_TIMEOUT_S:.0f} s "
+            "(a frame left unsent or lost?)"
+        ) from exc
 
 
 def _blocking_rtt_round(roundtrip: Callable[[], Any], ops: int, warmup: int) -> list[int]:
@@ -248,7 +254,7 @@ def _blocking_rtt_round(roundtrip: Callable[[], Any], ops: int, warmup: int) -> 
 
 
 def _floor_roundtrip(link: child.Framed, size: str) -> Callable[[], Any]:
-    send, recv, decode, msg = link.send, link.recv, child.decoder_for(size).decode, _message(size)
+    send, recv, decode, msg = link.send, link.recv, child.decoder_for(size).decode, _MESSAGE[size]
 
     def roundtrip() -> Any:
         send(msg)
@@ -258,7 +264,7 @@ def _floor_roundtrip(link: child.Framed, size: str) -> Callable[[], Any]:
 
 
 def _pipe_roundtrip(conn: Connection, size: str) -> Callable[[], Any]:
-    send, recv, obj = conn.send, conn.recv, _pickled(size)
+    send, recv, obj = conn.send, conn.recv, _PICKLED[size]
 
     def roundtrip() -> Any:
         send(obj)
@@ -269,7 +275,7 @@ def _pipe_roundtrip(conn: Connection, size: str) -> Callable[[], Any]:
 
 def _rtt_group(size: str, settings: Settings) -> GroupResult:
     ops, warmup = settings.ops(RTT_OPS), settings.warmup_ops(RTT_OPS)
-    msg = _message(size)
+    msg = _MESSAGE[size]
     with asyncio.Runner() as runner, contextlib.ExitStack() as stack:
         stack.enter_context(_mp_cleanup())
         spawned, tx = _enter_async(stack, runner, partial(_spawn_echo, size))
@@ -277,7 +283,7 @@ def _rtt_group(size: str, settings: Settings) -> GroupResult:
         pipe = _pipe_roundtrip(stack.enter_context(_pipe_child(child.mp_echo)), size)
         _check(OURS, runner.run(tx.call(_ECHO[size], msg)), msg)
         _check(FLOOR, floor(), msg)
-        _check(PIPE, pipe(), _pickled(size))
+        _check(PIPE, pipe(), _PICKLED[size])
 
         def ours(ops: int, warmup: int) -> list[int]:
             return runner.run(_wm_rtt_round(tx, _ECHO[size], msg, ops, warmup))
@@ -300,7 +306,7 @@ def _rtt_group(size: str, settings: Settings) -> GroupResult:
 
 async def _wm_stream_round(tx: Any, acks: Any, msg: Any, ops: int) -> tuple[int, int]:
     send, clock = tx.send, perf_counter_ns
-    async with asyncio.timeout(ROUND_TIMEOUT_S):
+    async with _stall_guard(f"{ops} one-way messages and the request for their count"):
         start = clock()
         for _ in range(ops):
             send(msg)
@@ -337,7 +343,7 @@ def _pipe_stream_round(conn: Connection, obj: Any, ops: int) -> tuple[int, int]:
 
 def _stream_group(size: str, settings: Settings) -> GroupResult:
     ops = settings.ops(STREAM_OPS[size])
-    msg = _message(size)
+    msg = _MESSAGE[size]
     with asyncio.Runner() as runner, contextlib.ExitStack() as stack:
         stack.enter_context(_mp_cleanup())
         spawned, tx, acks = _enter_async(stack, runner, partial(_spawn_sink, size))
@@ -353,7 +359,7 @@ def _stream_group(size: str, settings: Settings) -> GroupResult:
             {
                 OURS: partial(ours, ops),
                 FLOOR: partial(_floor_stream_round, link, msg, ops),
-                PIPE: partial(_pipe_stream_round, conn, _pickled(size), ops),
+                PIPE: partial(_pipe_stream_round, conn, _PICKLED[size], ops),
             },
         )
         _limits(f"xproc-oneway-{size}", THROUGHPUT, ops, ours, spawned.pid)
@@ -377,13 +383,14 @@ async def _wm_spawn_once(mesh: wm.Mesh, spawn_calls: list[int]) -> int:
     return elapsed
 
 
-async def _wm_spawn_samples(ops: int, spawn_calls: list[int]) -> list[int]:
-    async with wm.Mesh("bench-xproc-spawn") as mesh:
-        return [await _wm_spawn_once(mesh, spawn_calls) for _ in range(ops)]
-
-
 def _wm_spawn_round(ops: int, spawn_calls: list[int]) -> list[int]:
-    return asyncio.run(_wm_spawn_samples(ops, spawn_calls))
+    """``ops`` starts of a hello child in one Mesh (entered outside the timed part)."""
+
+    async def samples() -> list[int]:
+        async with wm.Mesh("bench-xproc-spawn") as mesh:
+            return [await _wm_spawn_once(mesh, spawn_calls) for _ in range(ops)]
+
+    return asyncio.run(samples())
 
 
 def _import_code(module: str) -> str:
@@ -414,8 +421,6 @@ def _fork_refusal() -> str | None:
 
 
 def _mp_start_once(ctx: SpawnContext | ForkContext) -> int:
-    if ctx.get_start_method() == "fork" and (refusal := _fork_refusal()) is not None:
-        raise RuntimeError(refusal)
     reader, writer = ctx.Pipe(duplex=False)
     with reader, writer:
         start = perf_counter_ns()
@@ -434,6 +439,9 @@ def _mp_start_once(ctx: SpawnContext | ForkContext) -> int:
 
 
 def _mp_start_round(ctx: SpawnContext | ForkContext, ops: int) -> list[int]:
+    """``ops`` starts of a multiprocessing child, each timed to its first message."""
+    if ctx.get_start_method() == "fork" and (refusal := _fork_refusal()) is not None:
+        raise RuntimeError(refusal)
     return [_mp_start_once(ctx) for _ in range(ops)]
 
 
@@ -591,27 +599,32 @@ def _limits(case: str, kind: Kind, ops: int, run: Callable[[int], object], child
     """Print where the time goes: CPU per op of each thread, the parent loop's hot spots."""
     wall, parts = _cpu_split(partial(run, ops), child_pid)
     hot = _hot_spots(partial(run, max(5, ops // 10)))
-    busiest, busy = max(parts.items(), key=lambda item: item[1])
     per_op = ", ".join(f"{name} {ns / ops / 1e3:.1f}" for name, ns in parts.items())
-    if kind == THROUGHPUT:
-        verdict = f"{busiest} is the busiest ({100 * busy / wall:.0f}% of wall time)"
-    else:
-        verdict = (
-            f"CPU of all threads {sum(parts.values()) / ops / 1e3:.1f} µs per op, most in {busiest}"
-        )
     _print_limit(
         case,
-        f"{verdict}; wall {wall / ops / 1e3:.1f} µs per op, CPU µs per op: {per_op}; "
-        f"parent loop's own CPU (cProfile): {hot}",
+        f"{_verdict(kind, wall, parts)}; wall {wall / ops / 1e3:.1f} µs per op, CPU µs per op: "
+        f"{per_op}; parent loop's own CPU (cProfile): {hot}",
     )
 
 
-def _ms(value: Series | str | None) -> float:
-    return value.median / 1e3 if isinstance(value, Series) else float("nan")
+def _verdict(kind: Kind, wall: int, parts: dict[str, int]) -> str:
+    """What limits the case, from the CPU each thread used during ``wall`` ns."""
+    busiest, busy = max(parts.items(), key=lambda item: item[1])
+    if kind == THROUGHPUT:
+        state = "saturated" if busy >= 0.8 * wall else "not saturated: hand-offs limit it"
+        return f"{busiest} is the busiest, {100 * busy / wall:.0f}% of wall time ({state})"
+    share = f"the threads' CPU adds up to {100 * sum(parts.values()) / wall:.0f}% of wall time"
+    if sum(parts.values()) >= 0.7 * wall:
+        return f"CPU-bound: {share}, most in {busiest}"
+    return f"waiting on wake-ups: {share}"
 
 
 def _spawn_limit(result: GroupResult, spawn_calls: list[int]) -> str:
-    ours, interpreter, entry = (_ms(result.get(side)) for side in (OURS, IMPORT_WM, IMPORT_ENTRY))
+    """The start-up line: our start against the interpreter's, the child's imports."""
+    ours, interpreter, entry = (
+        value.median / 1e3 if isinstance(value := result.get(side), Series) else float("nan")
+        for side in (OURS, IMPORT_WM, IMPORT_ENTRY)
+    )
     call = median(spawn_calls) / 1e6 if spawn_calls else float("nan")
     return (
         f"the child's start-up: spawn -> first message {ours:.0f} ms against {interpreter:.0f} ms "
