@@ -328,6 +328,12 @@ class Receiver(Generic[T]):
             raise error
         log.info("a sender of the channel failed, others remain: %s", error)
 
+    def _ready(self, core: _Core, item: Any) -> Any:
+        """A taken item as a value, or _EMPTY when it was control to act on."""
+        if type(item) not in _CONTROL:
+            return item
+        return self._dispatch(core, item)
+
     def try_recv(self) -> T:
         """A queued message, or raise ChannelEmpty / ChannelClosed / ChannelFailed."""
         core = self._live_core()
@@ -335,9 +341,7 @@ class Receiver(Generic[T]):
             item, _ = self._take(core, None)
             if item is _EMPTY:
                 raise ChannelEmpty()
-            if type(item) not in _CONTROL:
-                return cast(T, item)
-            value = self._dispatch(core, item)
+            value = self._ready(core, item)
             if value is not _EMPTY:
                 return cast(T, value)
 
@@ -346,9 +350,7 @@ class Receiver(Generic[T]):
         while True:
             item, waiter = self._take(core, AsyncWaiter)
             if waiter is None:
-                if type(item) not in _CONTROL:
-                    return cast(T, item)
-                value = self._dispatch(core, item)
+                value = self._ready(core, item)
                 if value is not _EMPTY:
                     return cast(T, value)
                 continue
@@ -365,9 +367,7 @@ class Receiver(Generic[T]):
         while True:
             item, waiter = self._take(core, ThreadWaiter)
             if waiter is None:
-                if type(item) not in _CONTROL:
-                    return cast(T, item)
-                value = self._dispatch(core, item)
+                value = self._ready(core, item)
                 if value is not _EMPTY:
                     return cast(T, value)
                 continue
