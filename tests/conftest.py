@@ -1,8 +1,13 @@
-"""Shared fixtures: running a coroutine, and checking that a test leaked no thread or fd."""
+"""Shared fixtures: running a coroutine, and checking that no test leaves anything behind.
+
+Every test is checked: no thread, file descriptor or child process it started may
+outlive it.  (A check that fails names what was left.)
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import threading
 from collections.abc import Callable, Coroutine, Iterator
@@ -12,32 +17,42 @@ import pytest
 
 T = TypeVar("T")
 
-# The channel suite promises that every endpoint, thread and descriptor it creates is
-# gone when a test ends.  Other suites (processes, transports) may start process-wide
-# machinery on first use, so the check is limited to these files.
-_LEAK_CHECKED = {
-    "test_bridge.py",
-    "test_facade.py",
-    "test_mpsc.py",
-    "test_oneshot.py",
-    "test_rpc.py",
-    "test_threads.py",
-}
-
 
 def _fd_count() -> int:
     return len(os.listdir("/proc/self/fd"))
 
 
+def _children_left() -> str | None:
+    """A description of a child process still here (running or unreaped), or None."""
+    try:
+        pid, status = os.waitpid(-1, os.WNOHANG)
+    except ChildProcessError:
+        return None
+    if pid == 0:
+        return "a child process is still running"
+    return f"child {pid} exited (status {status}) but nobody reaped it"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _warm_process_wide_state() -> None:
+    """Things the first user of a library opens once per process, not leaks.
+
+    libuv (under uvloop) keeps a pipe from its first loop on.
+    """
+    with contextlib.suppress(ImportError):
+        import uvloop  # noqa: PLC0415 - optional
+
+        uvloop.new_event_loop().close()
+
+
 @pytest.fixture(autouse=True)
-def _no_leaks(request: pytest.FixtureRequest) -> Iterator[None]:
-    if request.path.name not in _LEAK_CHECKED:
-        yield
-        return
+def _no_leaks() -> Iterator[None]:
     threads, fds = threading.active_count(), _fd_count()
     yield
     assert threading.active_count() == threads, f"threads leaked: {threading.enumerate()}"
     assert _fd_count() == fds, f"fds leaked: {sorted(os.listdir('/proc/self/fd'))}"
+    left = _children_left()
+    assert left is None, left
 
 
 @pytest.fixture
