@@ -455,3 +455,25 @@ def test_out_of_order_frames_are_reordered(net: MemoryNetwork) -> None:
     for data, fds in reversed(frames):
         b_node.receive(a_node.id, data, fds)
     assert rec.text == "xyz"
+
+
+def test_send_and_close_is_one_frame(net: MemoryNetwork) -> None:
+    a_node, b_node = net.add_node(), net.add_node()
+    a2, b2 = net.pair(a_node, b_node)
+    rec2 = record(b2)
+    a2.send_and_close(msg("final"))
+    assert net.pump() == 2  # the message-and-close, and the echo of the close
+    assert rec2.messages == [b"final"]
+    assert rec2.closed
+    assert a2.state is PortState.DONE
+
+
+def test_send_and_close_after_peer_closed_drops_the_message() -> None:
+    node = LocalNode()
+    a, b = node.new_pair()
+    inner_a, inner_b = node.new_pair()
+    inner_rec = record(inner_b)
+    b.close()
+    a.send_and_close(msg("late", inner_a))
+    assert inner_rec.closed, "resources of a dropped message are closed"
+    assert a.state is PortState.DONE

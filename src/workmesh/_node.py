@@ -193,6 +193,9 @@ class Port:
     def close(self) -> None:
         self.node.close(self)
 
+    def send_and_close(self, payload: Payload) -> None:
+        self.node.send_and_close(self, payload)
+
     def fail(self, error: NodeError) -> None:
         self.node.fail(self, error)
 
@@ -359,6 +362,23 @@ class LocalNode:
                 self._send_peer(port, _Event(MESSAGE, payload=payload))
             else:
                 self._drop_payload(payload)
+        finally:
+            self._leave()
+
+    def send_and_close(self, port: Port, payload: Payload) -> None:
+        """Send a last message and close, as one event (one frame to a remote peer)."""
+        self._enter()
+        try:
+            if port.state is PortState.PEERED and not port.closed_local:
+                port.handler = None
+                queued, port.queue = port.queue, deque()
+                for old in queued:
+                    self._drop_payload(old)
+                port.closed_local = True
+                self._send_peer(port, _Event(MESSAGE, payload=payload, close=True))
+            else:
+                self._drop_payload(payload)
+                self._close(port)
         finally:
             self._leave()
 

@@ -119,8 +119,7 @@ class OneshotSender(Generic[T]):
             port = core.remote
             payload = codec_for(core.tp).encode(value)
             self._sent, self._core = True, None
-            port.send(payload)
-            port.close()
+            port.send_and_close(payload)
             return
         self._sent, self._core = True, None
         with core.lock:
@@ -134,8 +133,7 @@ class OneshotSender(Generic[T]):
                     waiter.wake()
                 return
         if late_port is not None:  # the receiver moved away while we were deciding
-            late_port.send(codec_for(core.tp).encode(value))
-            late_port.close()
+            late_port.send_and_close(codec_for(core.tp).encode(value))
 
     def is_closed(self) -> bool:
         core = self._core
@@ -332,8 +330,9 @@ def oneshot_receiver_to_port(receiver: OneshotReceiver[Any]) -> Port:
             return recv
         core.receiver_alive = False
     if state is _St.VALUE:
-        send.send(value if isinstance(value, Payload) else codec_for(core.tp).encode(value))
-    if state is _St.FAILED:
+        assert isinstance(value, Payload)  # encoded above, before anything moved
+        send.send_and_close(value)
+    elif state is _St.FAILED:
         assert core.error is not None
         cause = core.error.__cause__
         send.fail(cause if isinstance(cause, NodeError) else NodeError(str(core.error)))
