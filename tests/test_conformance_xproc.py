@@ -246,7 +246,7 @@ def test_cancelled_recv_loses_nothing(place: str) -> None:
     async def body(split: Split) -> None:
         tx, rx = split.channel(int)
         waiting = asyncio.ensure_future(rx.recv())
-        await asyncio.sleep(0)
+        await asyncio.sleep(0)  # one loop turn: the task starts and parks in recv()
         waiting.cancel()
         with pytest.raises(asyncio.CancelledError):
             await waiting
