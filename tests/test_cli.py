@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -129,3 +133,31 @@ def test_run_bad_arguments_one_line_and_status_2(args: list[str], message: str) 
     assert len(lines) == 1, proc.stderr
     assert message in lines[0]
     assert "Traceback" not in proc.stderr
+
+
+def test_run_keeps_the_worker_when_new_code_does_not_load(tmp_path: Path) -> None:
+    module = tmp_path / "ticking.py"
+    module.write_text("from tests.helpers.cli_workers import Ticker  # registers the worker\n")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "workmesh", "run", "ticking:Ticker", "--process"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        text=True,
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    try:
+        _await_output(proc, "generation 0", "started worker ticker")
+        module.write_text("this is not python(\n")
+        proc.send_signal(signal.SIGHUP)
+        _await_output(proc, "restart failed, the worker keeps running: cannot load the code")
+        proc.send_signal(signal.SIGTERM)
+        _await_output(proc, "the worker stopped")
+        assert proc.wait(30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        assert proc.stdout is not None
+        proc.stdout.close()

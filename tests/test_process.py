@@ -505,3 +505,15 @@ def test_long_one_way_stream_arrives_whole_and_in_order() -> None:
             assert await within(child.wait()) == 0
 
     run(main)
+
+
+def test_blocked_sync_entry_does_not_keep_its_child_alive() -> None:
+    async def main() -> int | None:
+        async with Mesh("test", shutdown_timeout=20) as mesh:
+            hold, inbox = wm.channel(int)
+            child = await mesh.spawn("blocked", f"{CHILDREN}:block_until_closed", inbox)
+            del inbox
+        hold.close()
+        return child.returncode
+
+    assert run(main) == 0

@@ -351,3 +351,32 @@ def test_warm_process_host() -> None:
                 client.close()
 
     run(main())
+
+
+def test_restart_that_the_old_worker_drops_is_restart_failed(make_host: HostMaker) -> None:
+    async def main() -> None:
+        async with make_host() as host:
+            handle = await host.launch_worker("deaf", Blank())
+            handle.restart(host)
+            event = await handle.next_event()
+            assert isinstance(event, wm.RestartFailed)
+            assert "channel closed" in str(event.error)
+            handle.stop()  # still reaches the old worker
+            assert await events_of(handle) == ["Stopped"]
+
+    run(main())
+
+
+def test_leaving_the_mesh_with_a_running_worker_exits_politely() -> None:
+    async def main() -> wm.WorkerHandle:
+        async with wm.Mesh("test", shutdown_timeout=20) as mesh:
+            host = await mesh.launch_host("busy", imports=["tests.helpers.workers"])
+            handle = await host.launch_worker(SyncEcho, Blank())
+            host.close()
+            children = list(mesh.children.values())
+        assert [c.returncode for c in children] == [0], "not killed after the timeout"
+        return handle
+
+    handle = run(main())
+    handle.send.close()
+    handle.events.close()

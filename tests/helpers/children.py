@@ -216,3 +216,10 @@ async def count_until_closed(message: wm.Message) -> None:
         last = value
         count += 1
     params.total.send(count)
+
+
+def block_until_closed(message: wm.Message) -> None:
+    """A plain (sync) entry that blocks on a channel the parent keeps open."""
+    params = message.parse(wm.Receiver[int])
+    for _ in params:
+        pass

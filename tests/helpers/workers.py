@@ -157,3 +157,22 @@ class NoRestore(wm.Worker[Blank, Blank]):
                 case wm.Restart() as restart:
                     restart.complete(Blank())
                     return
+
+
+@wm.register_worker
+class Deaf(wm.Worker[Blank, Blank]):
+    """Drops every request but Stop (a Restart it receives is never answered)."""
+
+    ID = wm.WorkerId("deaf")
+
+    @classmethod
+    def new(cls, params: Blank) -> Deaf:
+        return cls()
+
+    def run(self, rpc: wm.Receiver[wm.WorkerRpc[Blank]]) -> None:
+        for message in rpc:
+            if isinstance(message, wm.Stop):
+                return
+            # Drop it now: the loop variable would otherwise keep the request (and
+            # its reply sender) alive while waiting for the next one.
+            del message

@@ -147,7 +147,12 @@ async def _supervise(
                 # (a cancelled receive loses nothing).
                 next_event.cancel()
                 await asyncio.gather(next_event, return_exceptions=True)
-                new_host = await hosts.new(fresh_code=True)
+                try:
+                    new_host = await hosts.new(fresh_code=True)
+                except Exception as exc:
+                    _say(f"restart failed, the worker keeps running: cannot load the code: {exc}")
+                    next_event = asyncio.ensure_future(handle.next_event())
+                    continue
                 _say("restarting the worker with fresh code")
                 handle.restart(new_host)
                 host.close()

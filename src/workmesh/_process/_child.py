@@ -75,9 +75,32 @@ async def _run_entry(fn: Callable[[Message], Any], payload: Message) -> None:
     if inspect.iscoroutinefunction(fn):
         await fn(payload)
         return
-    result = await asyncio.to_thread(fn, payload)
+    # A thread of our own, not asyncio.to_thread: the default executor would be
+    # joined when the loop closes, so a blocked entry would keep the process alive.
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[Any] = loop.create_future()
+
+    def body() -> None:
+        try:
+            outcome = fn(payload)
+        except BaseException as exc:
+            loop.call_soon_threadsafe(_settle_future, done, None, exc)
+        else:
+            loop.call_soon_threadsafe(_settle_future, done, outcome, None)
+
+    threading.Thread(target=body, name="workmesh-entry", daemon=True).start()
+    result = await done
     if inspect.isawaitable(result):
         await result
+
+
+def _settle_future(fut: asyncio.Future[Any], value: Any, error: BaseException | None) -> None:
+    if fut.done():
+        return
+    if error is not None:
+        fut.set_exception(error)
+    else:
+        fut.set_result(value)
 
 
 async def _serve_requests(requests: Receiver[HostRequest], runtime: Runtime, name: str) -> None:

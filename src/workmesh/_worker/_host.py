@@ -224,6 +224,11 @@ class WorkerHostRunner(msgspec.Struct):
         try:
             while receiving is not None or live:
                 receiving = await self._step(factory, receiving, exits, live, loop)
+        except asyncio.CancelledError:
+            # Told to stop serving (say, the host's process is shutting down): the
+            # workers are left to their handles; a process exiting ends them.
+            live.clear()
+            raise
         finally:
             unregister_root(root)
             if receiving is not None:
@@ -356,6 +361,9 @@ def _ask_for_state(send: Sender[Any]) -> Message | BaseException:
     """Ask the old worker for its state; blocks this (worker) thread."""
     reply, answer = oneshot(Ok[Message] | Err)
     send.send(Restart(FailableRpc(None, reply)))
+    # Only the old worker may hold the reply sender: if it drops the request (or
+    # is gone) the wait must end with ChannelClosed, not hang on our own copy.
+    del reply
     try:
         outcome = answer.recv_blocking()
     except (ChannelClosed, ChannelFailed) as exc:
