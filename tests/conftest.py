@@ -47,9 +47,16 @@ def _warm_process_wide_state() -> None:
 
 @pytest.fixture(autouse=True)
 def _no_leaks() -> Iterator[None]:
-    threads, fds = threading.active_count(), _fd_count()
+    before, fds = set(threading.enumerate()), _fd_count()
     yield
-    assert threading.active_count() == threads, f"threads leaked: {threading.enumerate()}"
+    # A thread whose work is over may still be returning (a worker thread closes its
+    # event stream as its last act): wait for each to end, and fail on any that
+    # does not.
+    started = [t for t in threading.enumerate() if t not in before]
+    for thread in started:
+        thread.join(timeout=5)
+    alive = [t for t in started if t.is_alive()]
+    assert not alive, f"threads leaked: {alive}"
     assert _fd_count() == fds, f"fds leaked: {sorted(os.listdir('/proc/self/fd'))}"
     left = _children_left()
     assert left is None, left
