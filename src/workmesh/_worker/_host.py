@@ -29,6 +29,7 @@ whichever worker wins.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
 from collections.abc import AsyncIterator
@@ -284,7 +285,10 @@ class WorkerHostRunner(msgspec.Struct):
             try:
                 _launch(request, builder)
             finally:
-                loop.call_soon_threadsafe(exits.put_nowait, thread)
+                # A runner that was told to stop serving may be gone with its loop;
+                # then nobody waits for this exit any more.
+                with contextlib.suppress(RuntimeError):
+                    loop.call_soon_threadsafe(exits.put_nowait, thread)
 
         thread = threading.Thread(target=body, name=f"worker-{request.name}")
         live.add(thread)
