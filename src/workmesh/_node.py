@@ -95,7 +95,6 @@ _TRANSITIONS: dict[tuple[PortState, str], PortState] = {
     (PortState.PEERED, "closed"): PortState.DONE,
     (PortState.SENDING, "ack_port"): PortState.PROXYING,
     (PortState.PROXYING, "ack_change_peer"): PortState.DONE,
-    (PortState.DONE, "drop"): PortState.DONE,
 }
 
 
@@ -115,8 +114,6 @@ class PortHandler(Protocol):
 
 # Event kinds inside a node.
 MESSAGE, CHANGE_PEER, ACK_CHANGE_PEER, ACK_PORT, FAIL_PORT = 1, 3, 4, 5, 6
-
-Peer = "Port | Address"
 
 
 class _Event:
@@ -883,8 +880,7 @@ class LocalNode:
             self._drop_payload(event.payload)
 
     def _drop_payload(self, payload: Payload) -> None:
-        resources, payload.resources = payload.resources, []
-        for res in resources:
+        for res in payload.take_resources():
             if isinstance(res, Port):
                 if res.node is self:
                     self._close(res)

@@ -158,6 +158,11 @@ class Connection:
         self.closed = False
         self.error: BaseException | None = None
 
+    @property
+    def queued_segments(self) -> int:
+        """Pieces of frames waiting to be written (diagnostics)."""
+        return len(self._out)
+
     def __repr__(self) -> str:
         return f"<Connection to {node_name(self.peer)}{' closed' if self.closed else ''}>"
 

@@ -111,8 +111,7 @@ class Payload:
         return resources
 
     def discard(self) -> None:
-        resources, self.resources = self.resources, []
-        for res in resources:
+        for res in self.take_resources():
             res.close()
 
     def __repr__(self) -> str:
@@ -304,7 +303,7 @@ class Codec:
     def decode(self, payload: Payload) -> Any:
         if self.type is Message:
             return Message._from_payload(Payload(payload.data, payload.take_resources()))
-        resources, payload.resources = payload.resources, []
+        resources = payload.take_resources()
         ctx = _DecodeCtx(resources)
         outer, _state.dec = _state.dec, ctx
         try:

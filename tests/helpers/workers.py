@@ -136,27 +136,14 @@ class Stubborn(wm.Worker[Blank, Blank]):
 
 
 @wm.register_worker
-class NoRestore(wm.Worker[Blank, Blank]):
-    """Hands over its state, but cannot be rebuilt from it."""
+class NoRestore(SyncEcho):
+    """Hands over its state (as SyncEcho does), but cannot be rebuilt from it."""
 
     ID = wm.WorkerId("no-restore")
 
     @classmethod
-    def new(cls, params: Blank) -> NoRestore:
-        return cls()
-
-    @classmethod
     def restart(cls, state: Blank) -> NoRestore:
         raise RuntimeError("cannot rebuild from this state")
-
-    def run(self, rpc: wm.Receiver[wm.WorkerRpc[Blank]]) -> None:
-        for message in rpc:
-            match message:
-                case wm.Stop():
-                    return
-                case wm.Restart() as restart:
-                    restart.complete(Blank())
-                    return
 
 
 @wm.register_worker

@@ -58,4 +58,5 @@ class ProcessView:
     def _connections(self, req: InspectRequest) -> None:
         resp = req.respond()
         for peer, conn in list(self.runtime.connections.items()):
-            resp.child(node_name(peer), {"closed": conn.closed, "queued_segments": len(conn._out)})
+            state = {"closed": conn.closed, "queued_segments": conn.queued_segments}
+            resp.child(node_name(peer), state)
