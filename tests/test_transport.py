@@ -13,7 +13,7 @@ from workmesh import NodeError, OwnedFd
 from workmesh._ids import new_port_id
 from workmesh._node import LocalNode, Port
 from workmesh._transport import Connection, IoLoop
-from workmesh._wire import Payload, frame_prefix
+from workmesh._wire import Limits, Payload, frame_prefix
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -141,7 +141,12 @@ def raw_connection(io: IoLoop, **limits: int) -> tuple[socket.socket, Connection
     raw, theirs = socket.socketpair()
     cut = threading.Event()
     conn = Connection(
-        io, LocalNode(), LocalNode().id, theirs, on_closed=lambda c, e: cut.set(), **limits
+        io,
+        LocalNode(),
+        LocalNode().id,
+        theirs,
+        on_closed=lambda c, e: cut.set(),
+        limits=Limits(**limits),
     )
     io.call_sync(conn.start)
     return raw, conn, cut

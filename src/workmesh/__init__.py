@@ -40,7 +40,7 @@ from ._inspection import (
     inspect,
 )
 from ._process import Mesh
-from ._wire import Message
+from ._wire import Limits, Message
 from ._worker import (
     Failed,
     Inspect,
@@ -102,6 +102,7 @@ __all__ = [
     "InspectRequest",
     "InspectResponse",
     "LaunchError",
+    "Limits",
     "Mesh",
     "Message",
     "NodeError",

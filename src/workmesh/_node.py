@@ -62,6 +62,7 @@ from ._wire import (
     FailPortFrame,
     FdRecord,
     Frame,
+    Inbound,
     MessageFrame,
     Payload,
     PortRecord,
@@ -73,6 +74,9 @@ log = logging.getLogger(__name__)
 
 Wake = Callable[[], None]
 Address = tuple[NodeId, PortId]
+
+
+_FAILED_GENERATION = 16384
 
 
 class ProtocolError(WorkmeshError):
@@ -246,6 +250,10 @@ class LocalNode:
         self._wakes: list[Wake] = []
         self._deferred_closes: list[Port] = []
         self._settle_waiters: list[Wake] = []
+        # Ports that failed while their peer may still be talking to them: a frame
+        # for one of these is a late arrival, not a forgery (see _receive).
+        self._failed_ids: set[PortId] = set()
+        self._failed_ids_old: set[PortId] = set()
         self.on_unknown_node: Callable[[NodeId], None] | None = None
 
     def __repr__(self) -> str:
@@ -567,7 +575,19 @@ class LocalNode:
         port.held.clear()
         if port.handler is not None:
             port.handler.port_failed(port, error, self._wakes)
+        if port.registered:
+            self._remember_failed(port.id)
         self._deregister(port)
+
+    def _remember_failed(self, port_id: PortId) -> None:
+        """Keep the id of a port whose peer may not know yet that it failed.
+
+        Two generations bound the memory: an id is kept for at least
+        ``_FAILED_GENERATION`` later failures, far longer than frames stay in flight.
+        """
+        if len(self._failed_ids) >= _FAILED_GENERATION:
+            self._failed_ids_old, self._failed_ids = self._failed_ids, set()
+        self._failed_ids.add(port_id)
 
     # ----------------------------------------------------------------- bridging
     def _bridge(self, a: Port, b: Port) -> None:
@@ -792,13 +812,22 @@ class LocalNode:
         """Feed one frame from ``source``.  Raises ProtocolError for a malformed one."""
         self.receive_many(source, [(data, fds)])
 
-    def receive_many(self, source: NodeId, frames: list[tuple[bytes, list[OwnedFd]]]) -> None:
-        """Feed frames from ``source`` under one lock; stops at the first malformed one."""
+    def receive_many(
+        self,
+        source: NodeId,
+        frames: list[tuple[bytes, list[OwnedFd]]],
+        inbound: Inbound | None = None,
+    ) -> None:
+        """Feed frames from ``source`` under one lock; stops at the first bad one.
+
+        ``inbound`` (a connection's) limits the ports per message and charges each
+        payload to the connection; without it (in-memory tests) nothing is limited.
+        """
         self._enter()
         try:
             for index, (data, fds) in enumerate(frames):
                 try:
-                    self._receive(source, data, fds)
+                    self._receive(source, data, fds, inbound)
                 except ProtocolError:
                     for _data, rest in frames[index + 1 :]:
                         _close_fds(rest)
@@ -807,28 +836,36 @@ class LocalNode:
         finally:
             self._leave()
 
-    def _receive(self, source: NodeId, data: bytes, fds: list[OwnedFd]) -> None:
+    def _receive(
+        self, source: NodeId, data: bytes, fds: list[OwnedFd], inbound: Inbound | None
+    ) -> None:
         try:
             frame = decode_frame(data)
         except PayloadError as exc:
             _close_fds(fds)
             raise ProtocolError(f"malformed frame from {node_name(source)}: {exc}") from exc
-        event = self._from_frame(source, frame, fds)
-        port = self._ports.get(PortId(frame.target))
+        target = PortId(frame.target)
+        port = self._ports.get(target)
         if port is None:
-            log.warning(
-                "dropping event %d for unknown port %s from %s",
-                event.kind,
-                port_name(frame.target),
-                node_name(source),
+            _close_fds(fds)
+            if target in self._failed_ids or target in self._failed_ids_old:
+                log.debug("dropping a late frame for failed port %s", port_name(target))
+                return
+            # Port ids are random 128-bit numbers that a node learns only by being
+            # handed the port: an id this node never gave out means the peer forged
+            # or corrupted it.  (Ports that closed or moved away in order get no
+            # frames afterwards -- the close and move handshakes guarantee that.)
+            raise ProtocolError(
+                f"frame from {node_name(source)} is addressed to port {port_name(target)}, "
+                "which this node never handed out; a peer may only use ports it was given"
             )
-            self._drop_event(event)
-            return
-        self._work.append((port, event))
+        self._work.append((port, self._from_frame(source, frame, fds, inbound)))
 
-    def _from_frame(self, source: NodeId, frame: Frame, fds: list[OwnedFd]) -> _Event:
+    def _from_frame(
+        self, source: NodeId, frame: Frame, fds: list[OwnedFd], inbound: Inbound | None
+    ) -> _Event:
         if isinstance(frame, MessageFrame):
-            payload = self._payload_from(source, frame, fds)
+            payload = self._payload_from(source, frame, fds, inbound)
             return _Event(MESSAGE, frame.seq, payload=payload, close=frame.close)
         _close_fds(fds)
         if isinstance(frame, ChangePeerFrame):
@@ -841,13 +878,19 @@ class LocalNode:
         return _Event(FAIL_PORT, error=_remote_failure(NodeId(frame.blame)))
 
     def _payload_from(
-        self, source: NodeId, frame: MessageFrame, fds: list[OwnedFd]
+        self, source: NodeId, frame: MessageFrame, fds: list[OwnedFd], inbound: Inbound | None
     ) -> Payload | None:
         wanted = sum(isinstance(r, FdRecord) for r in frame.resources)
         if wanted != len(fds):
             _close_fds(fds)
             raise ProtocolError(
                 f"frame from {node_name(source)} names {wanted} descriptors but carried {len(fds)}"
+            )
+        if inbound is not None and len(frame.resources) - wanted > inbound.max_ports:
+            _close_fds(fds)
+            raise ProtocolError(
+                f"message from {node_name(source)} carries {len(frame.resources) - wanted} "
+                f"ports, above the limit of {inbound.max_ports} per message"
             )
         if frame.data is None:
             if frame.resources:
@@ -858,6 +901,8 @@ class LocalNode:
             next(fd_iter) if isinstance(r, FdRecord) else self._port_from_record(r)
             for r in frame.resources
         ]
+        if inbound is not None:
+            return inbound.payload(frame.data, resources)
         return Payload(frame.data, resources)
 
     def _port_from_record(self, record: PortRecord) -> Port:

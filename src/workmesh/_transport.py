@@ -37,7 +37,7 @@ from ._errors import PayloadError
 from ._fd import OwnedFd
 from ._ids import NodeId, node_name
 from ._node import LocalNode, ProtocolError
-from ._wire import DEFAULT_MAX_FDS, DEFAULT_MAX_FRAME, FrameDecoder, frame_prefix
+from ._wire import FrameDecoder, Inbound, Limits, frame_prefix
 
 log = logging.getLogger(__name__)
 
@@ -131,8 +131,7 @@ class Connection:
         *,
         expect_hello: bytes = b"",
         send_hello: bytes = b"",
-        max_frame: int = DEFAULT_MAX_FRAME,
-        max_fds: int = DEFAULT_MAX_FDS,
+        limits: Limits | None = None,
         on_closed: Callable[[Connection, BaseException | None], None] | None = None,
         on_eof: Callable[[Connection], None] | None = None,
     ) -> None:
@@ -145,7 +144,9 @@ class Connection:
         # status is known); by default it is failed at once as "disconnected".
         self.on_eof = on_eof
         self._hello = expect_hello
-        self._decoder = FrameDecoder(max_frame, max_fds)
+        self.limits = limits = limits if limits is not None else Limits()
+        self._decoder = FrameDecoder(limits.max_frame, limits.max_fds)
+        self._inbound = Inbound(limits)
         self._rbuf = bytearray(READ_BUFFER)
         self._rview = memoryview(self._rbuf)
         self._fds: deque[OwnedFd] = deque()
@@ -401,4 +402,11 @@ class Connection:
                     f"but only {len(self._fds)} arrived"
                 )
             batch.append((data, [self._fds.popleft() for _ in range(nfds)]))
-        self.node.receive_many(self.peer, batch)
+        inbound = self._inbound
+        self.node.receive_many(self.peer, batch, inbound)
+        pending = inbound.pending()
+        if pending > inbound.max_pending:
+            raise ProtocolError(
+                f"{node_name(self.peer)} has sent {pending} bytes that wait unread here, "
+                f"above the limit of {inbound.max_pending} pending bytes per connection"
+            )

@@ -24,6 +24,7 @@ from __future__ import annotations
 import re
 import struct
 import threading
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final, Protocol, TypeVar, cast, get_origin
@@ -116,6 +117,51 @@ class Payload:
 
     def __repr__(self) -> str:
         return f"Payload({len(self.data)} bytes, {len(self.resources)} resources)"
+
+
+class Inbound:
+    """One connection's share of this process: its limits and the bytes it has queued.
+
+    Every payload that arrives over the connection is charged here when it is
+    decoded from its frame and given back when the payload object goes away
+    (received, forwarded or dropped -- reference counting makes that exact, on
+    whichever thread it happens).  Only the connection's reader charges; givers
+    append to a deque, which is safe from any thread without a lock.
+    """
+
+    __slots__ = ("_given", "_received", "_released", "max_pending", "max_ports")
+
+    def __init__(self, limits: Limits) -> None:
+        self.max_ports = limits.max_ports
+        self.max_pending = limits.max_pending_bytes
+        self._received = 0
+        self._released = 0
+        self._given: deque[int] = deque()
+
+    def payload(self, data: bytes, resources: list[Any]) -> Payload:
+        self._received += len(data)
+        return _InboundPayload(data, resources, self)
+
+    def pending(self) -> int:
+        """Bytes charged and not yet given back (call on the reader's thread)."""
+        given = self._given
+        while given:
+            self._released += given.popleft()
+        return self._received - self._released
+
+
+class _InboundPayload(Payload):
+    """A payload that gives its size back to its connection's :class:`Inbound`."""
+
+    __slots__ = ("_inbound", "_size")
+
+    def __init__(self, data: bytes, resources: list[Any], inbound: Inbound) -> None:
+        super().__init__(data, resources)
+        self._inbound = inbound
+        self._size = len(data)
+
+    def __del__(self) -> None:
+        self._inbound._given.append(self._size)
 
 
 class _RawResource:
@@ -533,6 +579,46 @@ PREFIX: Final = struct.Struct("<IHH")
 PREFIX_LEN: Final = PREFIX.size
 DEFAULT_MAX_FRAME: Final = 64 * 1024 * 1024
 DEFAULT_MAX_FDS: Final = 64
+DEFAULT_MAX_PORTS: Final = 1024
+DEFAULT_MAX_PENDING_BYTES: Final = 256 * 1024 * 1024
+
+
+class Limits(msgspec.Struct, frozen=True, kw_only=True):
+    """What one peer may make this process hold; exceeding any limit cuts that peer off.
+
+    * ``max_frame`` -- bytes in one frame (one message with its header);
+    * ``max_fds`` -- file descriptors carried by one frame;
+    * ``max_ports`` -- channel endpoints carried by one message;
+    * ``max_pending_bytes`` -- bytes that arrived over one connection and wait in
+      channel queues, not yet received by the application.
+
+    The limits protect a process from a peer that is broken or hostile; they are
+    not flow control (sending never blocks).  A :class:`~workmesh.Mesh` hands its
+    limits to every child it starts, so both ends of each link apply the same ones.
+    """
+
+    max_frame: int = DEFAULT_MAX_FRAME
+    max_fds: int = DEFAULT_MAX_FDS
+    max_ports: int = DEFAULT_MAX_PORTS
+    max_pending_bytes: int = DEFAULT_MAX_PENDING_BYTES
+
+    def __post_init__(self) -> None:
+        for name in self.__struct_fields__:
+            value = getattr(self, name)
+            if type(value) is not int or value < 1:
+                raise ValueError(
+                    f"Limits.{name} must be a positive int, got {value!r} ({type(value).__name__})"
+                )
+        if self.max_frame > 0xFFFFFFFF:
+            raise ValueError(
+                f"Limits.max_frame must fit the 32-bit frame header (at most {0xFFFFFFFF}), "
+                f"got {self.max_frame}"
+            )
+        if self.max_fds > 0xFFFF:
+            raise ValueError(
+                f"Limits.max_fds must fit the 16-bit frame header (at most {0xFFFF}), "
+                f"got {self.max_fds}"
+            )
 
 
 def frame_prefix(length: int, nfds: int = 0) -> bytes:
