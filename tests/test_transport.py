@@ -188,3 +188,24 @@ def test_stream_ending_inside_a_frame_is_an_error(io: IoLoop) -> None:
     raw.close()
     assert cut.wait(10)
     assert "stream ended inside a frame" in str(conn.error)
+
+
+def test_housekeeping_frames_go_out_even_when_nothing_follows(io: IoLoop) -> None:
+    """A moved port's acknowledgement may wait for company, but not forever."""
+    pair = Pair(io)
+    inbox = Inbox()
+    pair.pb.set_handler(inbox)
+    mine, theirs = pair.a.new_pair()
+    pair.pa.send(Payload(b"a port", [theirs]))  # its peer stays here: a lazy ack
+    (arrived,) = inbox.wait_for(1)[0].resources
+    settled = threading.Event()
+    pair.a.when_settled(settled.set)  # once the proxy for `theirs` has retired
+    assert settled.wait(10)
+    got = Inbox()
+    mine.set_handler(got)
+    arrived.send(Payload(b"reply"))
+    assert got.wait_for(1)[0].data == b"reply"
+    arrived.close()
+    assert got.closed.wait(10)
+    mine.close()
+    pair.close()

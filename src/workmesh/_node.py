@@ -91,6 +91,11 @@ class PortState(enum.Enum):
     FAILED = "failed"
 
 
+# Members are singletons: hash them by identity, not (in Python code) by name --
+# the transition table is consulted several times per message.
+PortState.__hash__ = object.__hash__  # type: ignore[method-assign]
+
+
 # Legal transitions: (state, event) -> new state.  Failure is legal from every live
 # state and is handled separately.
 _TRANSITIONS: dict[tuple[PortState, str], PortState] = {
@@ -121,7 +126,7 @@ MESSAGE, CHANGE_PEER, ACK_CHANGE_PEER, ACK_PORT, FAIL_PORT = 1, 3, 4, 5, 6
 
 
 class _Event:
-    __slots__ = ("close", "delta", "error", "kind", "new_peer", "payload", "seq")
+    __slots__ = ("close", "delta", "error", "kind", "lazy", "new_peer", "payload", "seq")
 
     def __init__(
         self,
@@ -133,8 +138,10 @@ class _Event:
         new_peer: Port | Address | None = None,
         delta: int = 0,
         error: NodeError | None = None,
+        lazy: bool = False,
     ) -> None:
         self.kind = kind
+        self.lazy = lazy
         self.seq = seq
         self.payload = payload
         self.close = close
@@ -144,6 +151,9 @@ class _Event:
 
 
 _tiebreak = itertools.count()
+# Frames nobody waits for: the transport may send them late, with the next other one.
+# (Other events are marked lazy one by one where they are made: see _Event.lazy.)
+_HOUSEKEEPING = frozenset((ACK_CHANGE_PEER,))
 
 
 class Port:
@@ -226,13 +236,18 @@ class LinkState(enum.Enum):
 class _Link:
     """A remote node as this node sees it; frames wait in the outbox for the transport."""
 
-    __slots__ = ("error", "node_id", "notify", "outbox", "state")
+    __slots__ = ("error", "node_id", "notify", "notify_lazy", "outbox", "state", "urgent")
 
     def __init__(self, node_id: NodeId) -> None:
         self.node_id = node_id
         self.state = LinkState.QUEUING
         self.outbox: list[tuple[bytes, list[OwnedFd]]] = []
+        # ``notify``: a frame someone waits for is queued; ``notify_lazy``: only
+        # housekeeping frames are (see _emit).  ``urgent``: the outbox holds one of
+        # the first kind since the transport last took it.
         self.notify: Wake | None = None
+        self.notify_lazy: Wake | None = None
+        self.urgent = False
         self.error: NodeError | None = None
 
 
@@ -538,7 +553,7 @@ class LocalNode:
         self._transition(port, "closed")
         if not port.closed_local:
             port.closed_local = True
-            self._send_peer(port, _Event(MESSAGE, close=True))
+            self._send_peer(port, _Event(MESSAGE, close=True, lazy=True))
             if port.handler is not None:
                 port.handler.port_closed(port, self._wakes)
         self._deregister(port)
@@ -713,15 +728,22 @@ class LocalNode:
                 self._wakes.append(lambda: callback(node_id))
         return link
 
-    def connect(self, node_id: NodeId, notify: Wake) -> None:
-        """A transport now carries frames to ``node_id``; ``notify`` says "drain me"."""
+    def connect(self, node_id: NodeId, notify: Wake, notify_lazy: Wake | None = None) -> None:
+        """A transport now carries frames to ``node_id``; ``notify`` says "drain me".
+
+        ``notify_lazy`` says "drain me when convenient": only housekeeping frames
+        wait (acknowledgements, peer changes, close echoes), which nobody awaits, so
+        the transport may hold them briefly and send them with the next frame that
+        does matter -- in a request/reply exchange, the next request.
+        """
         self._enter()
         try:
             link = self._link(node_id)
             if link.state is LinkState.FAILED:
                 raise NodeError("cannot connect a failed node", node=node_name(node_id))
-            link.state, link.notify = LinkState.ACTIVE, notify
+            link.state, link.notify, link.notify_lazy = LinkState.ACTIVE, notify, notify_lazy
             if link.outbox:
+                link.urgent = True
                 self._wakes.append(notify)
         finally:
             self._leave()
@@ -738,6 +760,7 @@ class LocalNode:
             if link is None or not link.outbox:
                 return []
             out, link.outbox = link.outbox, []
+            link.urgent = False
             return out
 
     def disconnect(self, node_id: NodeId) -> None:
@@ -750,7 +773,8 @@ class LocalNode:
             error = NodeError(reason, node=node_name(node_id), cause=cause)
             self._failed_nodes[node_id] = error
             link = self._link(node_id)
-            link.state, link.error, link.notify = LinkState.FAILED, error, None
+            link.state, link.error = LinkState.FAILED, error
+            link.notify = link.notify_lazy = None
             outbox, link.outbox = link.outbox, []
             for _data, fds in outbox:
                 for fd in fds:
@@ -779,9 +803,16 @@ class LocalNode:
             return
         fds: list[OwnedFd] = []
         frame = self._to_frame(port_id, event, node_id, fds)
-        if not link.outbox and link.notify is not None:
-            self._wakes.append(link.notify)
+        was_empty = not link.outbox
         link.outbox.append((encode_frame(frame), fds))
+        if link.notify is None:
+            return
+        if event.lazy or event.kind in _HOUSEKEEPING:
+            if was_empty:
+                self._wakes.append(link.notify_lazy or link.notify)
+        elif not link.urgent:
+            link.urgent = True
+            self._wakes.append(link.notify)
 
     def _to_frame(self, target: PortId, event: _Event, dest: NodeId, fds: list[OwnedFd]) -> Frame:
         kind = event.kind
@@ -916,7 +947,13 @@ class LocalNode:
         port.next_local_seq = record.next_local_seq
         port.peer = self._resolve((peer_node, PortId(record.peer_port)))
         self._register(port)
-        self._route((NodeId(record.old_node), PortId(record.old_port)), _Event(ACK_PORT))
+        # The acknowledgement lets the old node's proxy retire and, when the peer is
+        # on a third node, tell that peer to talk to us directly -- which must not
+        # wait (the middle node may go away once the move looks done).  When the
+        # peer is on the old node itself (a reply port, typically), nothing but the
+        # proxy's bookkeeping waits for it, so it may travel with the next frame.
+        lazy = record.old_node == record.peer_node
+        self._route((NodeId(record.old_node), PortId(record.old_port)), _Event(ACK_PORT, lazy=lazy))
         return port
 
     # ----------------------------------------------------------------- disposal
