@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 import threading
@@ -208,4 +209,34 @@ def test_housekeeping_frames_go_out_even_when_nothing_follows(io: IoLoop) -> Non
     arrived.close()
     assert got.closed.wait(10)
     mine.close()
+    pair.close()
+
+
+def test_a_burst_from_a_coroutine_arrives_whole_and_in_order(io: IoLoop) -> None:
+    pair = Pair(io)
+    inbox = Inbox()
+    pair.pb.set_handler(inbox)
+
+    async def burst() -> None:  # one turn of the loop: written together
+        for i in range(1000):
+            pair.pa.send(Payload(b"%d" % i))
+
+    asyncio.run(burst())
+    assert [p.data for p in inbox.wait_for(1000)] == [b"%d" % i for i in range(1000)]
+    pair.close()
+
+
+def test_frames_held_for_a_burst_go_out_even_if_the_loop_then_blocks(io: IoLoop) -> None:
+    """A sender that blocks its own loop after a burst must not strand the burst."""
+    pair = Pair(io)
+    inbox = Inbox()
+    pair.pb.set_handler(inbox)
+
+    async def send_then_block() -> list[Payload]:
+        pair.pa.send(Payload(b"first"))  # written at once
+        pair.pa.send(Payload(b"second"))  # held for the end of this turn...
+        return inbox.wait_for(2)  # ...which never comes while this blocks
+
+    got = asyncio.run(send_then_block())
+    assert [p.data for p in got] == [b"first", b"second"]
     pair.close()

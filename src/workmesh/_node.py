@@ -154,6 +154,7 @@ _tiebreak = itertools.count()
 # Frames nobody waits for: the transport may send them late, with the next other one.
 # (Other events are marked lazy one by one where they are made: see _Event.lazy.)
 _HOUSEKEEPING = frozenset((ACK_CHANGE_PEER,))
+_BATCH_FRAMES = 128
 
 
 class Port:
@@ -812,6 +813,10 @@ class LocalNode:
                 self._wakes.append(link.notify_lazy or link.notify)
         elif not link.urgent:
             link.urgent = True
+            self._wakes.append(link.notify)
+        elif not len(link.outbox) % _BATCH_FRAMES:
+            # A sender holding frames back to write them together (see the
+            # transport) hears again every so often, so a long burst is streamed.
             self._wakes.append(link.notify)
 
     def _to_frame(self, target: PortId, event: _Event, dest: NodeId, fds: list[OwnedFd]) -> Frame:

@@ -48,6 +48,7 @@ WRITE_BATCH = 256 * 1024
 MAX_FDS_PER_SEND = 250  # the kernel's SCM_MAX_FD is 253
 _MSG_CTRUNC = int(socket.MSG_CTRUNC)  # a plain int: the flag enum's & is slow
 LAZY_DELAY = 0.001  # seconds housekeeping frames may wait for company
+BURST_BACKSTOP = 0.002  # seconds a blocked sender's queued frames may wait
 MAX_IOV = 512  # below the kernel's IOV_MAX of 1024 buffers per sendmsg
 _FD_SIZE = array.array("i").itemsize
 _ANC_SIZE = socket.CMSG_SPACE(MAX_FDS_PER_SEND * _FD_SIZE)
@@ -157,6 +158,9 @@ class Connection:
             self._out.append([memoryview(send_hello), []])
         self._flush_scheduled = False
         self._lazy_timer: asyncio.TimerHandle | None = None
+        self._burst_loop: asyncio.AbstractEventLoop | None = None  # see _notify
+        self._holding = False  # frames of this turn wait for it to end
+        self._backstop_armed = False
         self._wlock = threading.RLock()
         self._writing = False  # the I/O thread waits for the socket to drain
         self.closed = False
@@ -242,8 +246,47 @@ class Connection:
             if not self._flush_scheduled:
                 self._flush_scheduled = True
                 self.io.call(self._flush)
-        else:
+            return
+        loop = asyncio._get_running_loop()
+        if loop is None:  # a plain thread: write now
             self._flush()
+            return
+        # A coroutine that sends several messages in one turn of its loop (a
+        # stream) gets one write for all of them: the first is written at once (a
+        # lone request waits for nothing), the rest wait for the turn to end.
+        # Measured on a small-message stream: one write per ~hundreds of messages
+        # instead of one each.  Should the loop block before its turn ends, the
+        # I/O thread writes them after BURST_BACKSTOP.
+        burst = self._burst_loop
+        if burst is loop:
+            if self._holding:  # the node says the held batch has grown: write it
+                self._holding = False
+                self._flush()
+                return
+            self._holding = True
+            if not self._backstop_armed:
+                self._backstop_armed = True
+                self.io._loop.call_soon_threadsafe(self._arm_backstop)
+            return
+        self._flush()
+        if burst is None or burst.is_closed():
+            self._burst_loop = loop
+            loop.call_soon(self._end_burst)
+
+    def _end_burst(self) -> None:
+        """The sending loop finished the turn in which it wrote: write the rest."""
+        self._burst_loop = None
+        self._holding = False
+        self._flush()
+
+    def _arm_backstop(self) -> None:
+        if not self.closed:
+            self.io._loop.call_later(BURST_BACKSTOP, self._backstop)
+
+    def _backstop(self) -> None:
+        self._backstop_armed = False
+        self._holding = False
+        self._flush()
 
     def _notify_lazy(self) -> None:
         """Only housekeeping frames wait: send them with the next frame, or soon.

@@ -213,9 +213,14 @@ class _DecodeCtx:
         return self.resources[index]
 
 
+# Outside any decode the hooks see a context with no resources: a reference in a
+# payload that carries none is then reported as out of range, like any other.
+_NO_RESOURCES = _DecodeCtx([])
+
+
 class _State(threading.local):
     enc: _EncodeCtx | None = None
-    dec: _DecodeCtx | None = None
+    dec: _DecodeCtx = _NO_RESOURCES
 
 
 _state = _State()
@@ -245,8 +250,6 @@ def _enc_hook(obj: Any) -> Any:
 
 def _ext_hook(code: int, data: memoryview) -> Any:
     ctx = _state.dec
-    if ctx is None:  # pragma: no cover - hooks run only inside Codec.decode
-        raise ValueError("workmesh resources can only be decoded by a workmesh codec")
     if code == EXT_REMOTE_ERROR:
         return RemoteError.from_wire(_plain_decoder.decode(data))
     if code == EXT_MESSAGE:
@@ -349,6 +352,13 @@ class Codec:
     def decode(self, payload: Payload) -> Any:
         if self.type is Message:
             return Message._from_payload(Payload(payload.data, payload.take_resources()))
+        if not payload.resources and _state.dec is _NO_RESOURCES:
+            # Most messages carry no endpoint or fd: no context to set up or check
+            # (about a third of the cost of receiving a small message).
+            try:
+                return self._decoder.decode(payload.data)
+            except (msgspec.DecodeError, ValueError, TypeError) as exc:
+                raise _decode_error(exc, self.type) from exc
         resources = payload.take_resources()
         ctx = _DecodeCtx(resources)
         outer, _state.dec = _state.dec, ctx
