@@ -305,6 +305,28 @@ def test_frame_decoder_any_chunking(frames: list[bytes], data: st.DataObject) ->
     assert dec.pending == 0
 
 
+@given(st.lists(st.binary(max_size=300), max_size=8), st.data())
+def test_frame_decoder_keeps_nothing_of_a_reused_read_buffer(
+    frames: list[bytes], data: st.DataObject
+) -> None:
+    """The connection reads into one buffer and overwrites it: what the decoder
+    keeps (a partial frame, the frames it returns) must be its own copy."""
+    stream = b"".join(frame_prefix(len(f)) + f for f in frames)
+    cuts = sorted(data.draw(st.lists(st.integers(0, len(stream)), max_size=10)))
+    dec = FrameDecoder()
+    scratch = bytearray(len(stream) + 1)
+    out: list[tuple[bytes, int]] = []
+    prev = 0
+    for cut in [*cuts, len(stream)]:
+        n = cut - prev
+        scratch[:n] = stream[prev:cut]
+        out += dec.feed(memoryview(scratch)[:n])
+        scratch[:] = b"\xee" * len(scratch)  # the next read lands here
+        prev = cut
+    assert out == [(f, 0) for f in frames]
+    assert dec.pending == 0
+
+
 def test_frame_decoder_rejects_oversized_frame_before_buffering() -> None:
     dec = FrameDecoder(max_frame=10)
     with pytest.raises(FrameTooLarge) as info:

@@ -660,21 +660,33 @@ class FrameDecoder:
         return len(self._buf)
 
     def feed(self, data: bytes | memoryview) -> list[tuple[bytes, int]]:
+        # Each frame is copied once, straight out of the bytes read: the common
+        # case (nothing left over from the last read) never copies the read into
+        # the buffer first, and slicing a memoryview copies nothing by itself.
         buf = self._buf
-        buf += data
+        if buf:
+            buf += data
+            src = memoryview(buf)
+        else:
+            src = memoryview(data)
         frames: list[tuple[bytes, int]] = []
         pos = 0
-        end_of_data = len(buf)
-        while end_of_data - pos >= PREFIX_LEN:
-            length, nfds, _reserved = PREFIX.unpack_from(buf, pos)
-            self._check(length, nfds, pos)
-            end = pos + PREFIX_LEN + length
-            if end_of_data < end:
-                break
-            frames.append((bytes(buf[pos + PREFIX_LEN : end]), nfds))
-            pos = end
-        if pos:
+        end_of_data = len(src)
+        try:
+            while end_of_data - pos >= PREFIX_LEN:
+                length, nfds, _reserved = PREFIX.unpack_from(src, pos)
+                self._check(length, nfds, pos)
+                end = pos + PREFIX_LEN + length
+                if end_of_data < end:
+                    break
+                frames.append((bytes(src[pos + PREFIX_LEN : end]), nfds))
+                pos = end
+        finally:
+            src.release()  # a bytearray cannot be resized while viewed
+        if buf:
             del buf[:pos]
+        elif pos < end_of_data:
+            buf += data[pos:]
         return frames
 
     def _check(self, length: int, nfds: int, pos: int) -> None:
