@@ -40,7 +40,24 @@ pytestmark = pytest.mark.timeout(60)
 
 T = TypeVar("T")
 CHILDREN = "tests.helpers.children"
+HERE = "tests.test_process"
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def write_garbage_when_told(message: wm.Message) -> None:
+    """Break the protocol on purpose, once told: raw bytes on the link to the parent.
+
+    Not before: the parent must first have read that this child is ready.
+    """
+    from workmesh._process._runtime import acquire_runtime  # noqa: PLC0415
+
+    hold = message.parse(wm.Receiver[Any])
+    hold.recv_blocking()
+    runtime = acquire_runtime()
+    (conn,) = runtime.connections.values()
+    conn.sock.setblocking(True)
+    conn.sock.sendall(b"\xff" * 64)
+    hold.recv_blocking()
 
 
 def run(coro_fn: Callable[[], Awaitable[T]]) -> T:
@@ -252,8 +269,9 @@ def test_malformed_bytes_cut_one_child_and_spare_the_others(
         async with Mesh("test") as mesh:
             good, tx, rx = await spawn_echo(mesh)
             hold_tx, hold_rx = wm.channel(int)
-            bad = await mesh.spawn("bad", f"{CHILDREN}:write_garbage", hold_rx)
+            bad = await mesh.spawn("bad", f"{HERE}:write_garbage_when_told", hold_rx)
             del hold_rx
+            hold_tx.send(0)
             probe = asyncio.ensure_future(hold_tx.call(lambda rpc: rpc, 0))
             with pytest.raises((wm.ChannelFailed, wm.ChannelClosed)):
                 await within(probe)
@@ -286,6 +304,7 @@ def test_leaving_the_mesh_shuts_children_down() -> None:
     assert run(main) == [0, 0, 0]
 
 
+@pytest.mark.timeout(180)  # a hundred cold starts: minutes on a machine that is busy
 def test_spawn_kill_cycles_leave_no_zombie_and_no_fd() -> None:
     before = len(os.listdir("/proc/self/fd"))
 
@@ -517,3 +536,23 @@ def test_blocked_sync_entry_does_not_keep_its_child_alive() -> None:
         return child.returncode
 
     assert run(main) == 0
+
+
+def test_a_link_to_a_node_that_already_failed_is_dropped_quietly() -> None:
+    """The leader may broker two links for one pair of children (each asked); if the
+    first is cut before the second arrives, the second must be dropped, not raise."""
+    from workmesh._ids import new_node_id  # noqa: PLC0415
+    from workmesh._process._runtime import acquire_runtime, release_runtime  # noqa: PLC0415
+
+    runtime = acquire_runtime()
+    try:
+        peer = new_node_id()
+        runtime.node.fail_node(peer, "cut off earlier")
+        ours, theirs = socket.socketpair()
+        with theirs:
+            assert runtime.attach(peer, ours) is None
+            assert ours.fileno() == -1  # closed
+            assert peer not in runtime.connections
+            assert theirs.recv(16) == b""  # the far end sees the end at once
+    finally:
+        release_runtime()

@@ -39,7 +39,7 @@ from ._inspection import (
     Sensitivity,
     inspect,
 )
-from ._process import Mesh
+from ._process import Mesh, Sandbox
 from ._wire import Limits, Message
 from ._worker import (
     Failed,
@@ -117,6 +117,7 @@ __all__ = [
     "Restart",
     "RestartFailed",
     "Rpc",
+    "Sandbox",
     "Sender",
     "Sensitivity",
     "Started",

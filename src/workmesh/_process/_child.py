@@ -1,12 +1,19 @@
 """The child side: ``python -m workmesh._process._child`` joins the mesh and runs.
 
 The steps, in order: take the invitation out of the environment; ask the kernel
-to kill us when the parent dies (and exit at once if it already has); install the
-node the parent chose for us; connect to the parent over the inherited socket,
-presenting the secret; receive the initial message; import what it names; then
-run the entry function, raced against the parent's requests.  Whichever ends
-first, the child waits until no port is still moving through it, writes out
-everything queued, and exits (status 0, or 1 if the entry function raised).
+to kill us when the parent dies (and exit at once if it already has); apply the
+sandbox, if the invitation carries one, while this is still the only thread;
+install the node the parent chose for us; connect to the parent over the
+inherited socket, presenting the secret, with the mesh's limits; receive the
+initial message; start answering liveness pings on the I/O thread; import what
+the message names; then run the entry function, raced against the parent's
+requests.  Whichever ends first, the child waits until no port is still moving
+through it, writes out everything queued, and exits (status 0, or 1 if the entry
+function raised or the link to the parent was cut for an error).
+
+A sandbox that cannot be applied, like code that cannot be loaded, is reported to
+the parent with its traceback instead of "ready"; the child then exits with
+status 1 without importing anything of the caller's.
 """
 
 from __future__ import annotations
@@ -27,10 +34,11 @@ from typing import Any, NoReturn
 
 from .._channel import Receiver
 from .._channel._mpsc import receiver_from_port
-from .._errors import ChannelClosed, ChannelFailed
+from .._errors import ChannelClosed, ChannelFailed, RemoteError
 from .._ids import NodeId, PortId, node_name
 from .._node import LocalNode, Port, install_process_node
-from .._wire import Message
+from .._wire import Limits, Message
+from ._liveness import answer_pings
 from ._protocol import (
     ENV_VAR,
     Connect,
@@ -40,9 +48,11 @@ from ._protocol import (
     InspectHost,
     Invitation,
     Shutdown,
+    StartFailure,
     decode_invitation,
 )
 from ._runtime import Runtime, acquire_runtime
+from ._sandbox import apply_sandbox
 from ._views import ProcessView
 
 # Named explicitly: run with -m, this module's __name__ is __main__.
@@ -103,30 +113,41 @@ def _settle_future(fut: asyncio.Future[Any], value: Any, error: BaseException | 
         fut.set_result(value)
 
 
-async def _serve_requests(requests: Receiver[HostRequest], runtime: Runtime, name: str) -> None:
+async def _serve_requests(
+    requests: Receiver[HostRequest], runtime: Runtime, name: str, limits: Limits | None
+) -> None:
     try:
         while True:
             request = await requests.recv()
             if isinstance(request, Shutdown):
                 return
             if isinstance(request, Connect):
-                _connect(request, runtime)
+                _connect(request, runtime, limits)
             elif isinstance(request, InspectHost):
                 request.deferred.inspect(ProcessView(runtime, name))
     except (ChannelClosed, ChannelFailed):
         log.info("the parent is gone; exiting")
 
 
-def _connect(request: Connect, runtime: Runtime) -> None:
+def _connect(request: Connect, runtime: Runtime, limits: Limits | None) -> None:
     peer = NodeId(request.node)
     if request.fd is None:
         runtime.node.fail_node(peer, "no such node in the mesh")
         return
     sock = socket.socket(fileno=request.fd.detach())
-    runtime.attach(peer, sock)
+    runtime.attach(peer, sock, limits=limits)  # a sibling gets the limits the parent gets
 
 
-async def _serve(runtime: Runtime, port: Port) -> int:
+def _refuse_start(init: InitialMessage, stage: str, error: RemoteError) -> int:
+    init.ready.send(StartFailure(stage, error))
+    init.requests.close()
+    init.leader.close()
+    return 1
+
+
+async def _serve(
+    runtime: Runtime, port: Port, inv: Invitation, sandbox_error: RemoteError | None
+) -> int:
     receiver: Receiver[InitialMessage] = receiver_from_port(port, InitialMessage)
     try:
         init = await receiver.recv()
@@ -135,6 +156,9 @@ async def _serve(runtime: Runtime, port: Port) -> int:
         return 1
     finally:
         receiver.close()
+    runtime.io.run(answer_pings(init.pings, init.pongs))
+    if sandbox_error is not None:
+        return _refuse_start(init, "apply its sandbox", sandbox_error)
     leader = init.leader
     runtime.node.on_unknown_node = lambda node: leader.send(ConnectTo(node))
     try:
@@ -143,13 +167,10 @@ async def _serve(runtime: Runtime, port: Port) -> int:
         fn = _resolve(init.entry)
     except Exception as exc:
         log.exception("child %r could not load its code", init.name)
-        init.ready.send(f"{type(exc).__name__}: {exc}")
-        init.requests.close()
-        leader.close()
-        return 1
+        return _refuse_start(init, "load its code", RemoteError.from_exception(exc))
     init.ready.send(None)
     entry = asyncio.create_task(_run_entry(fn, init.payload))
-    serving = asyncio.create_task(_serve_requests(init.requests, runtime, init.name))
+    serving = asyncio.create_task(_serve_requests(init.requests, runtime, init.name, inv.limits))
     await asyncio.wait({entry, serving}, return_when=asyncio.FIRST_COMPLETED)
     for task in (entry, serving):
         task.cancel()
@@ -187,6 +208,22 @@ def main() -> None:
     run_invitation(inv)
 
 
+def _apply_sandbox(inv: Invitation) -> RemoteError | None:
+    """Apply the invitation's sandbox; the error to report instead of "ready", if any.
+
+    Called while this is the only thread, so that every later thread inherits it.
+    """
+    if inv.sandbox is None:
+        return None
+    try:
+        apply_sandbox(inv.sandbox)
+    except Exception as exc:
+        log.error("child %r could not apply its sandbox: %s", inv.name, exc)
+        return RemoteError.from_exception(exc)
+    log.debug("child %r applied its sandbox: %s", inv.name, inv.sandbox)
+    return None
+
+
 def run_invitation(inv: Invitation) -> NoReturn:
     """Join the mesh as ``inv`` says, run the entry function, and exit the process.
 
@@ -200,15 +237,21 @@ def run_invitation(inv: Invitation) -> NoReturn:
         level=os.environ.get("WORKMESH_LOG", "WARNING").upper(),
         format=f"[{inv.name} %(process)d] %(levelname)s %(name)s: %(message)s",
     )
+    sandbox_error = _apply_sandbox(inv)
     node = LocalNode(NodeId(inv.child_node))
     install_process_node(node)
     runtime = acquire_runtime()
     parent = NodeId(inv.parent_node)
     # The port must exist before the first frame can arrive for it.
     port = node.bootstrap_port(PortId(inv.child_port), (parent, PortId(inv.parent_port)))
-    runtime.attach(parent, socket.socket(fileno=inv.fd), send_hello=inv.secret)
+    link = runtime.attach(
+        parent, socket.socket(fileno=inv.fd), send_hello=inv.secret, limits=inv.limits
+    )
     log.debug("child %r joined as %s", inv.name, node_name(node.id))
-    code = asyncio.run(_serve(runtime, port))
+    code = asyncio.run(_serve(runtime, port, inv, sandbox_error))
+    if link is not None and link.error is not None:
+        log.error("child %r exits: its link to the parent was cut: %s", inv.name, link.error)
+        code = 1
     _settle(node)
     runtime.drain(DRAIN_TIMEOUT)
     sys.stdout.flush()

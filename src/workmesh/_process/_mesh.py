@@ -11,6 +11,15 @@ down: politely first, then ``SIGKILL`` after a timeout.
 The parent is the mesh's *leader*: when a child needs a link to another child (a
 port whose peer lives there arrived), it asks, and the leader makes a socketpair
 and hands one end to each.
+
+Three protections, each optional: the mesh's :class:`~workmesh.Limits` bound what
+any peer may send over any link, in the parent and (carried in the invitation) in
+every child; a spawn's :class:`~workmesh.Sandbox` confines the child before it
+runs any of the caller's code; and liveness checks (``_liveness``) find a child
+that has stopped answering, kill it and fail its node.  A child whose link the
+parent cut (a frame over the limits, a broken protocol) sees its link end and
+exits; it can no longer be told anything, so one still running after
+``shutdown_timeout`` is killed.
 """
 
 from __future__ import annotations
@@ -19,6 +28,7 @@ import asyncio
 import concurrent.futures
 import contextlib
 import logging
+import math
 import os
 import signal
 import socket
@@ -27,17 +37,19 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
+from types import EllipsisType
 from typing import IO, Any, ClassVar
 
 import msgspec
 
 from .._channel import OneshotReceiver, Receiver, Sender, channel, oneshot
 from .._channel._mpsc import sender_from_port
-from .._errors import ChannelClosed, ChannelFailed, WorkmeshError
+from .._errors import ChannelClosed, ChannelFailed, LaunchError, WorkmeshError
 from .._ids import NodeId, new_node_id, new_port_id, node_name
 from .._inspection import Forward, InspectRequest
-from .._wire import Message
+from .._wire import Limits, Message
 from ._diag import DiagnosticsServer
+from ._liveness import LivenessMonitor
 from ._protocol import (
     ENV_VAR,
     Connect,
@@ -47,10 +59,14 @@ from ._protocol import (
     InspectHost,
     Invitation,
     LeaderRequest,
+    Ping,
+    Pong,
     Shutdown,
+    StartFailure,
     encode_invitation,
 )
 from ._runtime import Runtime, acquire_runtime, release_runtime
+from ._sandbox import Sandbox
 from ._views import ProcessView, rss_kib
 from ._zygote import WarmPopen, Zygote
 
@@ -58,10 +74,41 @@ log = logging.getLogger(__name__)
 
 HOST_ENTRY = "workmesh._worker._serve:serve_runner"
 EXIT_STATUS_WAIT = 1.0  # seconds to wait for a child's exit status after its link ends
+DEFAULT_LIVENESS = 10.0
 
 
 class ChildFailedToStart(WorkmeshError):
-    """A child process exited, or could not import its code, before it was ready."""
+    """A child process exited, could not apply its sandbox or could not import its
+    code, before it was ready.  When the child reported why, ``__cause__`` is the
+    :class:`~workmesh.RemoteError` it sent, with its traceback."""
+
+
+class HostFailedToStart(ChildFailedToStart, LaunchError):
+    """The process of a worker host did not start (``Mesh.launch_host``)."""
+
+
+def _check_liveness(value: object, where: str) -> float | None:
+    if value is None:
+        return None
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not math.isfinite(value)
+        or value <= 0
+    ):
+        raise ValueError(
+            f"{where}: liveness must be a positive number of seconds or None, got {value!r}"
+        )
+    return float(value)
+
+
+def _is_workmesh_module(name: str) -> bool:
+    return name == "workmesh" or name.startswith("workmesh.")
+
+
+def _describe_remote(problem: StartFailure) -> str:
+    type_name = problem.error.chain[0].type_name.rpartition(".")[2]
+    return f"{type_name}: {problem.error}"
 
 
 def describe_status(returncode: int) -> str:
@@ -87,9 +134,14 @@ class ChildProcess:
         self._proc = proc
         self._exit: concurrent.futures.Future[int] = concurrent.futures.Future()
         self.requests: Sender[HostRequest] | None = None
-        self.ready: OneshotReceiver[str | None] | None = None
+        self.ready: OneshotReceiver[StartFailure | None] | None = None
         self._pidfd: int | None = None  # a cold child's, while it is not yet reaped
         self._pidfd_lock = threading.Lock()
+        # Why the mesh gave up on the child (unresponsive, cut off), once it has.
+        self.failure: str | None = None
+        self.liveness: float | None = None  # the liveness deadline in seconds, if any
+        self.sandbox: Sandbox | None = None
+        self._monitor: LivenessMonitor | None = None
 
     def __repr__(self) -> str:
         state = "running" if self.returncode is None else describe_status(self.returncode)
@@ -98,14 +150,23 @@ class ChildProcess:
     def __inspect__(self, req: InspectRequest) -> None:
         resp = req.respond()
         resp.field("pid", self.pid).field("node", node_name(self.node_id))
+        resp.field("status", self.status)
+        resp.field("liveness_s", self.liveness)
+        resp.field("sandboxed", self.sandbox is not None)
         code = self.returncode
-        resp.field("status", "running" if code is None else describe_status(code))
         if code is None:
             resp.field("uptime_s", round(time.monotonic() - self.started, 3))
             resp.field("rss_kib", rss_kib(self.pid))
             requests = self.requests
             if requests is not None:
                 resp.child("process", Forward(requests, InspectHost))
+
+    @property
+    def status(self) -> str:
+        """Running or how it ended, after why the mesh gave up on it (if it did)."""
+        code = self.returncode
+        state = "running" if code is None else describe_status(code)
+        return state if self.failure is None else f"{self.failure}; {state}"
 
     @property
     def returncode(self) -> int | None:
@@ -167,8 +228,28 @@ class ChildProcess:
 class Mesh:
     """This process's mesh.  ``async with Mesh("name") as mesh: ...``"""
 
-    def __init__(self, name: str, *, shutdown_timeout: float = 5.0) -> None:
+    def __init__(
+        self,
+        name: str,
+        *,
+        limits: Limits | None = None,
+        liveness: float | None = DEFAULT_LIVENESS,
+        shutdown_timeout: float = 5.0,
+    ) -> None:
+        """``limits`` bound what each peer may send over each link, here and in every
+        child (the defaults of :class:`~workmesh.Limits` when None).  ``liveness`` is
+        the deadline, in seconds, within which each child must answer a liveness
+        check (sent about every quarter of it); a child that does not is killed and
+        its node fails as unresponsive.  None turns the checks off.  ``spawn`` and
+        ``launch_host`` can override it per child."""
+        if limits is not None and not isinstance(limits, Limits):
+            raise TypeError(
+                f"Mesh({name!r}): limits must be a workmesh.Limits or None, "
+                f"got {type(limits).__name__}"
+            )
         self.name = name
+        self.limits = limits
+        self.liveness = _check_liveness(liveness, f"Mesh({name!r})")
         self.shutdown_timeout = shutdown_timeout
         self.children: dict[NodeId, ChildProcess] = {}
         self._runtime: Runtime | None = None
@@ -217,6 +298,8 @@ class Mesh:
         env: Mapping[str, str] | None = None,
         stderr: IO[Any] | int | None = None,
         warm: bool = False,
+        sandbox: Sandbox | None = None,
+        liveness: float | EllipsisType | None = ...,
     ) -> ChildProcess:
         """Start a child that runs ``entry`` (``"module:function"``) with ``message``.
 
@@ -232,10 +315,30 @@ class Mesh:
         when it is unavailable.  A warm child runs the code the zygote imported, so
         a child that must run new code (a restart after an upgrade) must start cold,
         the default.  See :mod:`workmesh._process._zygote`.
+
+        ``sandbox`` confines the child before it imports ``imports`` or the entry's
+        module (see :class:`~workmesh.Sandbox`); if it cannot be applied the spawn
+        raises :class:`ChildFailedToStart` with the child's traceback as its cause.
+        A sandboxed warm spawn is forked only if the zygote imported none of its
+        modules' packages (they would have run unconfined there); otherwise it
+        starts cold.
+
+        ``liveness`` overrides the mesh's liveness deadline for this child (None:
+        no checks; ``...``, the default: the mesh's).
         """
         runtime = self.runtime
         if ":" not in entry:
             raise ValueError(f"entry must be 'module:function', got {entry!r}")
+        if sandbox is not None and not isinstance(sandbox, Sandbox):
+            raise TypeError(
+                f"spawn({name!r}): sandbox must be a workmesh.Sandbox or None, "
+                f"got {type(sandbox).__name__}"
+            )
+        deadline = (
+            self.liveness
+            if isinstance(liveness, EllipsisType)
+            else _check_liveness(liveness, f"spawn({name!r})")
+        )
         parent_sock, child_sock = socket.socketpair()
         child_id, secret = new_node_id(), os.urandom(16)
         parent_port, child_port = new_port_id(), new_port_id()
@@ -249,6 +352,8 @@ class Mesh:
             fd=child_sock.fileno(),
             parent_pid=os.getpid(),
             sys_path=[p for p in sys.path if p],
+            limits=self.limits,
+            sandbox=sandbox,
         )
         try:
             proc: subprocess.Popen[bytes] | None = None
@@ -274,6 +379,7 @@ class Mesh:
         finally:
             child_sock.close()
         child = ChildProcess(name, proc, child_id)
+        child.liveness, child.sandbox = deadline, sandbox
         self.children[child_id] = child
         if isinstance(proc, WarmPopen):
             proc.when_exited(child._reaped)  # the zygote reaps it and reports its status
@@ -281,7 +387,7 @@ class Mesh:
             self._watch_exit(child)
         # Queue the initial message first: the port must exist before the child's
         # first frame for it can arrive, and the frames wait until the link is up.
-        self._send_initial(
+        pings = self._send_initial(
             child,
             entry=entry,
             message=message,
@@ -293,9 +399,17 @@ class Mesh:
             child_id,
             parent_sock,
             expect_hello=secret,
+            limits=self.limits,
             on_eof=lambda _conn: self._link_ended(runtime, child),
+            on_cut=lambda _conn, error: self._link_cut(runtime, child, error),
         )
-        await self._until_ready(child)
+        try:
+            await self._until_ready(child)
+        except BaseException:
+            pings[0].close()
+            pings[1].close()
+            raise
+        self._watch_liveness(child, *pings)
         log.info(
             "started child %r (pid %d, node %s%s)",
             name,
@@ -313,15 +427,16 @@ class Mesh:
             problem = await ready
         except (ChannelClosed, ChannelFailed):
             status = describe_status(await child.wait())
+            reason = f"; {child.failure}" if child.failure is not None else ""
             raise ChildFailedToStart(
-                f"child {child.name!r} (pid {child.pid}) {status} before it was ready"
+                f"child {child.name!r} (pid {child.pid}) {status} before it was ready{reason}"
             ) from None
         if problem is not None:
             status = describe_status(await child.wait())
             raise ChildFailedToStart(
-                f"child {child.name!r} (pid {child.pid}) could not load its code: {problem}; "
-                f"it {status}"
-            )
+                f"child {child.name!r} (pid {child.pid}) could not {problem.stage}: "
+                f"{_describe_remote(problem)}; it {status}"
+            ) from problem.error
 
     def _popen(
         self,
@@ -358,10 +473,25 @@ class Mesh:
         parent_sock: socket.socket,
     ) -> WarmPopen | None:
         """The child forked by the zygote, or None: start it cold (logged)."""
+        modules = [entry.partition(":")[0], *imports]
+        sandboxed = invitation.sandbox is not None
         if self._zygote is None:
-            if self._start_zygote([entry.partition(":")[0], *imports]):
+            # A sandboxed child's modules must first run inside its sandbox, not in
+            # the zygote: preload only workmesh's own then.
+            preload = [m for m in modules if not sandboxed or _is_workmesh_module(m)]
+            if self._start_zygote(preload):
                 log.info("child %r starts cold while the zygote starts", invitation.name)
             return None
+        if sandboxed:
+            early = self._zygote.imported_packages(m for m in modules if not _is_workmesh_module(m))
+            if early:
+                log.info(
+                    "sandboxed child %r starts cold: the zygote has imported %s outside "
+                    "its sandbox",
+                    invitation.name,
+                    ", ".join(sorted(early)),
+                )
+                return None
         result = await self._zygote.fork(invitation, env, stderr, parent_sock)
         if isinstance(result, str):
             log.info("child %r starts cold: %s", invitation.name, result)
@@ -393,29 +523,90 @@ class Mesh:
         imports: Sequence[str],
         parent_port: bytes,
         child_port: bytes,
-    ) -> None:
+    ) -> tuple[Sender[Ping], Receiver[Pong]]:
+        """Queue the child's initial message; return the parent's ends of its pings."""
         node = self.runtime.node
         requests, requests_rx = channel(HostRequest)
         leader_tx, leader_rx = channel(LeaderRequest)
-        ready_tx, child.ready = oneshot(str | None)
+        pings, pings_rx = channel(Ping)
+        pongs_tx, pongs = channel(Pong)
+        ready_tx, child.ready = oneshot(StartFailure | None)
         child.requests = requests
         port = node.bootstrap_port(parent_port, (child.node_id, child_port))  # type: ignore[arg-type]
         init = sender_from_port(port, InitialMessage)
         init.send(
             InitialMessage(
-                child.name,
-                entry,
-                Message(message),
-                list(imports),
-                requests_rx,
-                leader_tx,
-                ready_tx,
+                name=child.name,
+                entry=entry,
+                payload=Message(message),
+                imports=list(imports),
+                requests=requests_rx,
+                leader=leader_tx,
+                pings=pings_rx,
+                pongs=pongs_tx,
+                ready=ready_tx,
             )
         )
         init.close()
         task = asyncio.get_running_loop().create_task(self._serve_leader(child, leader_rx))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        return pings, pongs
+
+    def _watch_liveness(
+        self, child: ChildProcess, pings: Sender[Ping], pongs: Receiver[Pong]
+    ) -> None:
+        if child.liveness is None:
+            pings.close()  # the child's side sees the end and stops listening
+            pongs.close()
+            return
+        runtime = self.runtime
+        monitor = LivenessMonitor(
+            runtime.io,
+            child.liveness,
+            pings,
+            pongs,
+            lambda reason: self._unresponsive(runtime, child, reason),
+        )
+        child._monitor = monitor
+        child._exit.add_done_callback(lambda _done: monitor.stop())
+        monitor.start()
+
+    def _unresponsive(self, runtime: Runtime, child: ChildProcess, reason: str) -> None:
+        """I/O thread: the child missed its liveness deadline.  Kill it, fail its node."""
+        if child.failure is not None or child.returncode is not None:
+            return
+        child.failure = reason
+        log.warning("child %r (pid %d) is %s; killing it", child.name, child.pid, reason)
+        child.kill()  # SIGKILL ends a stopped process too
+        runtime.node.fail_node(child.node_id, f"process {child.name!r} (pid {child.pid}) {reason}")
+
+    def _link_cut(self, runtime: Runtime, child: ChildProcess, error: BaseException) -> None:
+        """I/O thread: the link to the child was cut for an error (its node has failed).
+
+        The child sees its link end, as when its parent leaves, and exits.  It can
+        no longer be told anything, so one that has not gone after
+        ``shutdown_timeout`` is killed.
+        """
+        if child._monitor is not None:
+            child._monitor.stop()
+        if child.failure is not None or child.returncode is not None:
+            return
+        child.failure = f"cut off: {error}"
+        log.warning("child %r (pid %d) was cut off: %s", child.name, child.pid, error)
+
+        def kill_if_running() -> None:
+            if child.returncode is None:
+                log.warning(
+                    "child %r (pid %d) did not exit after it was cut off; killing it",
+                    child.name,
+                    child.pid,
+                )
+                child.kill()
+
+        assert runtime.io.loop is not None
+        timer = runtime.io.loop.call_later(self.shutdown_timeout, kill_if_running)
+        child._exit.add_done_callback(lambda _done: runtime.io.call(timer.cancel))
 
     def _watch_exit(self, child: ChildProcess) -> None:
         io = self.runtime.io
@@ -444,6 +635,10 @@ class Mesh:
         the status (briefly) so that failures read "killed by SIGKILL" rather than
         just "disconnected".
         """
+        if child._monitor is not None:
+            child._monitor.stop()
+        if child.failure is not None:
+            return  # its node failed when the mesh gave up on it, with the reason why
         failed = False
 
         def fail(reason: str) -> None:
@@ -504,6 +699,9 @@ class Mesh:
             if child.requests is not None:
                 child.requests.close()
                 child.requests = None
+            if child._monitor is not None:
+                child._monitor.stop()
+                await child._monitor.wait_stopped()
         if self._zygote is not None:  # after the children: it reports their exits
             await self._zygote.stop(self.shutdown_timeout)
             self._zygote = None
@@ -528,6 +726,8 @@ class Mesh:
         env: Mapping[str, str] | None = None,
         stderr: IO[Any] | int | None = None,
         warm: bool = False,
+        sandbox: Sandbox | None = None,
+        liveness: float | EllipsisType | None = ...,
     ) -> Any:
         """Start a child process that serves a ``WorkerHost``; return that host.
 
@@ -538,12 +738,32 @@ class Mesh:
         The child imports ``imports`` first, so their ``@register_worker`` classes
         can be launched there.  It lives until every copy of the host is gone and
         its workers have ended (or the mesh shuts down).
+
+        ``sandbox`` and ``liveness`` are as for :meth:`spawn`; the sandbox is in
+        force before ``imports`` are imported.  A host whose process does not start
+        raises :class:`~workmesh.LaunchError` (also a :class:`ChildFailedToStart`).
         """
         factory = Mesh.host_factory
         if factory is None:
             raise RuntimeError("worker hosts need the worker layer: import workmesh")
         host, runner = factory()
-        await self.spawn(
-            name, HOST_ENTRY, runner, imports=imports, env=env, stderr=stderr, warm=warm
-        )
+        try:
+            await self.spawn(
+                name,
+                HOST_ENTRY,
+                runner,
+                imports=imports,
+                env=env,
+                stderr=stderr,
+                warm=warm,
+                sandbox=sandbox,
+                liveness=liveness,
+            )
+        except BaseException as exc:
+            host.close()  # nothing will serve it
+            if isinstance(exc, ChildFailedToStart):
+                raise HostFailedToStart(
+                    f"failed to launch worker host {name!r}: {exc}", cause=exc.__cause__
+                ) from exc.__cause__
+            raise
         return host

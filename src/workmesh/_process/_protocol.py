@@ -6,6 +6,11 @@ the first port pair, and a secret the child must present first on that socket.
 Everything after that travels as ordinary workmesh messages on that first port:
 the :class:`InitialMessage` hands the child its control channels and the entry
 function's message.
+
+The invitation also carries what the child must apply before anything else: the
+mesh's :class:`~workmesh.Limits` (for every link the child makes) and the spawn's
+:class:`~workmesh.Sandbox`.  A warm child gets the same invitation, through its
+socket instead of its environment (see ``_zygote``).
 """
 
 from __future__ import annotations
@@ -15,10 +20,11 @@ import base64
 import msgspec
 
 from .._channel import OneshotSender, Receiver, Sender
-from .._errors import PayloadError
+from .._errors import PayloadError, RemoteError
 from .._fd import OwnedFd
 from .._inspection import Deferred
-from .._wire import Message
+from .._wire import Limits, Message
+from ._sandbox import Sandbox
 
 ENV_VAR = "WORKMESH_INVITATION"
 
@@ -33,6 +39,8 @@ class Invitation(msgspec.Struct, frozen=True):
     fd: int
     parent_pid: int
     sys_path: list[str] = []
+    limits: Limits | None = None
+    sandbox: Sandbox | None = None
 
 
 class Shutdown(msgspec.Struct, tag="shutdown"):
@@ -64,15 +72,37 @@ class ConnectTo(msgspec.Struct, tag="connect"):
 LeaderRequest = ConnectTo
 
 
-class InitialMessage(msgspec.Struct):
+class Ping(msgspec.Struct, array_like=True):
+    """Parent to child: are you there?  Answered by the child's I/O thread."""
+
+    seq: int
+
+
+class Pong(msgspec.Struct, array_like=True):
+    """Child to parent: the answer to ping ``seq``."""
+
+    seq: int
+
+
+class StartFailure(msgspec.Struct):
+    """Child to parent, instead of "ready": what it could not do, and the error."""
+
+    stage: str  # "apply its sandbox" or "load its code"
+    error: RemoteError
+
+
+class InitialMessage(msgspec.Struct, kw_only=True):
     name: str
     entry: str
     payload: Message
     imports: list[str]
     requests: Receiver[HostRequest]
     leader: Sender[LeaderRequest]
-    # The child answers once its code is loaded: None, or why it could not load it.
-    ready: OneshotSender[str | None]
+    # Liveness checks: the parent pings, the child's runtime answers (see _liveness).
+    pings: Receiver[Ping]
+    pongs: Sender[Pong]
+    # The child answers once its code is loaded: None, or why it could not start.
+    ready: OneshotSender[StartFailure | None]
 
 
 _encoder = msgspec.msgpack.Encoder()

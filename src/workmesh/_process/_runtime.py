@@ -13,9 +13,11 @@ import socket
 import threading
 from collections.abc import Callable
 
+from .._errors import NodeError
 from .._ids import NodeId, node_name
 from .._node import LocalNode, local_node
 from .._transport import Connection, IoLoop
+from .._wire import Limits
 
 log = logging.getLogger(__name__)
 
@@ -34,9 +36,23 @@ class Runtime:
         *,
         expect_hello: bytes = b"",
         send_hello: bytes = b"",
+        limits: Limits | None = None,
         on_eof: Callable[[Connection], None] | None = None,
+        on_cut: Callable[[Connection, BaseException], None] | None = None,
     ) -> Connection | None:
-        """Start a connection to ``peer``; None if there already is one (sock is closed)."""
+        """Start a connection to ``peer``; None if there already is one (sock is closed).
+
+        ``limits`` bound what the peer may send on it (the defaults when None).
+        ``on_eof`` is called, on the I/O thread, after an orderly end of stream (the
+        connection then leaves failing the peer's node to it); ``on_cut`` after the
+        connection was cut for an error, once the peer's node has been failed.
+        """
+
+        def closed(conn: Connection, error: BaseException | None) -> None:
+            self._closed(conn, error)
+            if error is not None and on_cut is not None:
+                on_cut(conn, error)
+
         with self._lock:
             existing = self.connections.get(peer)
             if existing is not None and not existing.closed:
@@ -49,12 +65,32 @@ class Runtime:
                 sock,
                 expect_hello=expect_hello,
                 send_hello=send_hello,
-                on_closed=self._closed,
+                limits=limits,
+                on_closed=closed,
                 on_eof=on_eof,
             )
             self.connections[peer] = conn
-        self.io.call_sync(conn.start)
+        try:
+            self.io.call_sync(conn.start)
+        except NodeError as exc:
+            # The peer's node failed before this link could carry a frame: a second
+            # link the leader brokered for a peer that was cut off meanwhile, say.
+            self.io.call_sync(functools.partial(self._discard, conn))
+            log.debug("not connecting to %s: %s", node_name(peer), exc)
+            return None
         return conn
+
+    def _discard(self, conn: Connection) -> None:
+        """Undo a connection whose start was refused (loop thread): nothing went over it."""
+        with self._lock:
+            if self.connections.get(conn.peer) is conn:
+                del self.connections[conn.peer]
+        conn.closed = True
+        fd = conn.sock.fileno()
+        if fd >= 0:
+            assert self.io.loop is not None
+            self.io.loop.remove_reader(fd)
+        conn.sock.close()
 
     def _closed(self, conn: Connection, error: BaseException | None) -> None:
         with self._lock:

@@ -53,6 +53,12 @@ Design
   write side of the control socket: the zygote kills and reaps any child still
   there, reports it, and exits; the Mesh reaps the zygote.
 
+A sandboxed child (``Mesh.spawn(..., sandbox=...)``) applies its sandbox right
+after the fork, before it imports its own modules.  Modules the zygote preloaded
+ran their import-time code in the zygote, unconfined; so a zygote started by a
+sandboxed spawn preloads only workmesh, and a sandboxed warm spawn whose modules
+share a top-level package with the zygote's preload list starts cold instead.
+
 Limits.  A warm child runs the code the zygote imported: a child that must run
 new code (a hot restart after an upgrade) must start cold, which is the default.
 Interpreter start-up settings (``PYTHON*`` variables, locale, hash seed) are the
@@ -83,7 +89,7 @@ import subprocess
 import sys
 import threading
 import traceback
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import IO, Any, NoReturn, TypeVar
 
 import msgspec
@@ -501,6 +507,7 @@ class Zygote:
         self._seq = itertools.count()
         self._unusable = ""  # why warm spawns start cold now ("" while they need not)
         self._stopping = False
+        self.preload = tuple(preload)
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         config = Config(theirs.fileno(), os.getpid(), [p for p in sys.path if p], list(preload))
         env = dict(os.environ)
@@ -536,6 +543,16 @@ class Zygote:
 
     def __repr__(self) -> str:
         return f"<Zygote pid={self.pid}{' unusable: ' + self._unusable if self._unusable else ''}>"
+
+    def imported_packages(self, modules: Iterable[str]) -> set[str]:
+        """Those of ``modules`` whose top-level package the zygote may have imported.
+
+        It imported its preload list and whatever that imports, including every
+        parent package on the way; sharing a top-level package with the preload
+        list is taken to mean "may have run here already".
+        """
+        preloaded = {name.partition(".")[0] for name in self.preload}
+        return {name for name in modules if name.partition(".")[0] in preloaded}
 
     # ------------------------------------------------------------ event-loop side
     async def wait_ready(self) -> bool:
