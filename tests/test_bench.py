@@ -121,3 +121,35 @@ def test_list_and_help(capsys: pytest.CaptureFixture[str]) -> None:
         main(["--help"])
     assert exit_info.value.code == 0
     assert "--json" in capsys.readouterr().out
+
+
+def test_compare_two_runs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    old = run_bench(tmp_path, "inproc-loop-rtt", "channel_rt")
+    (tmp_path / "old.json").write_text(json.dumps(old))
+    new = run_bench(tmp_path, "inproc-loop-rtt", "oneshot_rt")
+    new["machine"]["cpus_usable"] = 64  # as if run elsewhere
+    (tmp_path / "new.json").write_text(json.dumps(new))
+    capsys.readouterr()
+
+    assert main(["--compare", str(tmp_path / "old.json"), str(tmp_path / "new.json")]) == 0
+
+    out = capsys.readouterr().out
+    assert "note: cpus_usable differs" in out and "compare the ratios" in out
+    names = ("inproc-loop-rtt", "oneshot_rt", "channel_rt")
+    rows = {line.split()[0]: line for line in out.splitlines() if line.startswith(names)}
+    assert list(rows) == list(names)  # the new run's cases, then those only in the old one
+    ratio = f"{new['cases'][0]['ratio']:.2f}\N{MULTIPLICATION SIGN}"
+    assert rows["inproc-loop-rtt"].rstrip().endswith(ratio)
+    assert " - " in rows["channel_rt"]  # not in the new run
+
+
+def test_compare_refuses_what_is_not_a_result(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bogus = tmp_path / "bogus.json"
+    bogus.write_text("[1, 2]")
+    assert main(["--compare", str(bogus), str(bogus)]) == 2
+    err = capsys.readouterr().err
+    assert "is not a 'workmesh bench --json' result" in err and "got list" in err
+    assert main(["--compare", str(tmp_path / "missing.json"), str(bogus)]) == 2
+    assert "cannot read" in capsys.readouterr().err

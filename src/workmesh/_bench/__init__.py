@@ -1,16 +1,30 @@
 """``workmesh bench``: run the benchmark cases and their peers, print the ratios.
 
-Every case is measured together with its peer in this one process, in
+Every case is measured together with its peers in this one process, in
 alternating rounds, and reported next to its target from the performance
 design (targets, peers, method).  Modules:
 
-* ``_core``    -- the model: :class:`Case`, the registry, settings, the round runner;
-* ``_inproc``  -- in-process cases against ``asyncio.Queue`` / ``queue.Queue``;
-* ``_ports``   -- the Rust criterion scenarios of mesh_channel, ported (no peer);
-* ``_report``  -- the machine description, the table and the JSON document.
+* ``_run``      -- the command: options, running the cases, printing, the JSON file;
+* ``_core``     -- the model: :class:`Case`, the registry, settings, the round runner;
+* ``_groups``   -- cases that share one measurement (one side against several peers);
+* ``_report``   -- the machine description, the table and the JSON document;
+* ``_compare``  -- two JSON results side by side (``--compare``);
+* ``_inproc``   -- in-process cases against ``asyncio.Queue`` / ``queue.Queue``;
+* ``_ports``    -- the Rust criterion scenarios of mesh_channel, ported (no peer);
+* ``_xproc``    -- a Mesh child against the floor and multiprocessing.Pipe;
+* ``_peers``    -- the other transports: multiprocessing.Queue, pyzmq, Pyro5, Ray;
+* ``_workers``  -- round trips to workers on a child host; launching a host;
+* ``_restart``  -- hot restart into a fresh process: downtime, loss, state hand-off;
+* ``_memory``   -- bytes per idle channel, per idle worker, per child host;
+* ``_scaling``  -- how round trips and throughput grow with channels and processes.
 
-Adding cases (say, cross-process ones): write a module that calls
-:func:`register` at import time and list it in ``_CASE_MODULES`` below.
+The ``*_child`` modules hold what the bench's child processes run; they import
+as little as they can, since their import time is part of what start-up cases
+measure.  For the same reason this package's ``__init__`` imports nothing: a child
+that imports ``workmesh._bench._workers_child`` does not load the harness.
+
+Adding cases: write a module that calls :func:`register` at import time and list
+it in ``_run._CASE_MODULES``.
 
 Speed is never asserted by the test suite; ``--scale`` exists so a test can run
 a case end to end in a fraction of a second.
@@ -18,150 +32,24 @@ a case end to end in a fraction of a second.
 
 from __future__ import annotations
 
-import argparse
-import importlib
-import json
-import sys
-import threading
-import time
-import traceback
-from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from ._core import Case, CaseSkipped, Settings, Target, register, registered
-from ._report import CaseResult, document, summary, table
+if TYPE_CHECKING:
+    from ._core import Case, Target, register
 
 __all__ = ["Case", "Target", "main", "register"]
-
-# Imported for their register() calls; the table follows this order.
-_CASE_MODULES = ("workmesh._bench._inproc", "workmesh._bench._ports", "workmesh._bench._xproc")
-
-FULL = Settings(rounds=7, warmup_rounds=1, scale=1.0)
-QUICK = Settings(rounds=3, warmup_rounds=1, scale=0.1)
-
-
-def _cases() -> dict[str, Case]:
-    for module in _CASE_MODULES:
-        importlib.import_module(module)
-    return {case.name: case for case in registered()}
-
-
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="workmesh bench",
-        description="Measure workmesh against its peers in one run and print the ratios "
-        "(ours / peer) next to the targets of the performance design.",
-    )
-    parser.add_argument(
-        "--quick", action="store_true", help="a short run: fewer rounds, 1/10 the operations"
-    )
-    parser.add_argument("--json", metavar="PATH", type=Path, help="also write results as JSON")
-    parser.add_argument(
-        "--case",
-        metavar="NAME",
-        action="append",
-        default=[],
-        help="run only this case (repeatable; see --list)",
-    )
-    parser.add_argument("--list", action="store_true", help="list the cases and exit")
-    parser.add_argument(
-        "--scale",
-        type=float,
-        metavar="X",
-        help="multiply every case's operation count by X (default 1, or 0.1 with --quick)",
-    )
-    parser.add_argument(
-        "--rounds", type=int, metavar="N", help="measured rounds per case (default 7, 3 quick)"
-    )
-    return parser
-
-
-def _settings(args: argparse.Namespace) -> Settings:
-    base = QUICK if args.quick else FULL
-    scale = base.scale if args.scale is None else args.scale
-    rounds = base.rounds if args.rounds is None else args.rounds
-    return Settings(rounds=rounds, warmup_rounds=base.warmup_rounds, scale=scale)
-
-
-def _select(names: list[str], cases: dict[str, Case]) -> list[Case] | str:
-    """The chosen cases in registry order, or an error message naming the unknown ones."""
-    unknown = [name for name in names if name not in cases]
-    if unknown:
-        return f"unknown case(s): {', '.join(unknown)}; known: {', '.join(cases)}"
-    if not names:
-        return list(cases.values())
-    return [case for name, case in cases.items() if name in names]
-
-
-def _run_one(case: Case, settings: Settings) -> CaseResult:
-    started = time.perf_counter()
-    try:
-        outcome = case.run(settings)
-    except CaseSkipped as exc:
-        return CaseResult(case, skipped=str(exc), seconds=time.perf_counter() - started)
-    except Exception as exc:
-        # One broken case must not hide the others' numbers; the traceback goes to stderr.
-        error = f"{type(exc).__name__}: {exc}"
-        return CaseResult(
-            case, error=error, detail=traceback.format_exc(), seconds=time.perf_counter() - started
-        )
-    return CaseResult(case, outcome=outcome, seconds=time.perf_counter() - started)
-
-
-def _run_all(cases: list[Case], settings: Settings) -> list[CaseResult]:
-    """Run the cases in order, one progress line per case on stderr."""
-    results: list[CaseResult] = []
-    width = max(len(case.name) for case in cases)
-    for index, case in enumerate(cases, 1):
-        print(f"[{index}/{len(cases)}] {case.name.ljust(width)} ... ", end="", file=sys.stderr)
-        sys.stderr.flush()
-        result = _run_one(case, settings)
-        tail = f"{result.seconds:.1f} s" if result.status == "ok" else result.status
-        print(tail, file=sys.stderr, flush=True)
-        if result.detail:
-            print(result.detail, file=sys.stderr, end="", flush=True)
-        results.append(result)
-    return results
-
-
-def _check_no_threads_left(before: set[threading.Thread]) -> None:
-    # Every case joins what it starts; say so loudly if one ever forgets.
-    left = [t.name for t in threading.enumerate() if t not in before and t.is_alive()]
-    if left:
-        print(f"warning: threads still running after the bench: {left}", file=sys.stderr)
-
-
-def _list(cases: dict[str, Case]) -> None:
-    for case in cases.values():
-        versus = f" vs {case.peer}" if case.peer else ""
-        target = f", target {case.target}" if case.target else ""
-        print(f"{case.name}{versus}{target}\n    {case.description}")
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run ``workmesh bench`` with ``argv`` (default: ``sys.argv[1:]``); return the exit code."""
-    args = _parser().parse_args(argv)
-    cases = _cases()
-    if args.list:
-        _list(cases)
-        return 0
-    selected = _select(args.case, cases)
-    if isinstance(selected, str):
-        print(f"workmesh bench: {selected}", file=sys.stderr)
-        return 2
-    settings = _settings(args)
-    if settings.rounds < 1 or settings.scale <= 0:
-        print("workmesh bench: --rounds must be >= 1 and --scale > 0", file=sys.stderr)
-        return 2
-    threads_before = set(threading.enumerate())
-    results = _run_all(selected, settings)
-    _check_no_threads_left(threads_before)
-    print(summary(settings, args.quick))
-    print()
-    print(table(results))
-    print()
-    for result in results:
-        print(f"  {result.case.name}: {result.case.description}")
-    if args.json is not None:
-        doc = document(results, settings, args.quick)
-        args.json.write_text(json.dumps(doc, indent=2, ensure_ascii=False) + "\n")
-    return 1 if any(result.status == "error" for result in results) else 0
+    from ._run import main as run_main  # noqa: PLC0415 - keep this package's import free
+
+    return run_main(argv)
+
+
+def __getattr__(name: str) -> Any:
+    if name in ("Case", "Target", "register"):
+        from . import _core  # noqa: PLC0415
+
+        return getattr(_core, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

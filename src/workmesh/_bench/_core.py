@@ -8,8 +8,14 @@ number is the median over rounds and the ratio is ours / peer.
 
 A case's ``run`` function receives the :class:`Settings` and returns an
 :class:`Outcome`, built with :func:`measure_latency` or :func:`measure_throughput`
-from per-round functions.  Cases are added with :func:`register`; a later
-milestone adds cross-process cases by writing a module that registers them.
+from per-round functions (or from :class:`Series` a case computes itself).  Cases
+are added with :func:`register`.
+
+Four kinds of figure exist: latency (µs, lower is better), throughput (msg/s,
+higher is better), bandwidth (GB/s, higher is better) and memory (bytes, lower
+is better).  A case may have a :class:`Target` (a bound on the ratio to its peer)
+and a :class:`Bound` (a bound on its own median, such as "at most 10 ms"), and
+may carry named extra figures in its :class:`Outcome`.
 """
 
 from __future__ import annotations
@@ -17,13 +23,22 @@ from __future__ import annotations
 import contextlib
 import gc
 import statistics
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
 from typing import Final, Literal, TypeVar
 
 LATENCY: Final = "latency"
 THROUGHPUT: Final = "throughput"
-Kind = Literal["latency", "throughput"]
+BANDWIDTH: Final = "bandwidth"
+MEMORY: Final = "memory"
+Kind = Literal["latency", "throughput", "bandwidth", "memory"]
+UNITS: Final[dict[str, str]] = {
+    LATENCY: "us",
+    THROUGHPUT: "msg/s",
+    BANDWIDTH: "GB/s",
+    MEMORY: "bytes",
+}
+LOWER_IS_BETTER: Final = frozenset({LATENCY, MEMORY})
 TIMES: Final = "\N{MULTIPLICATION SIGN}"  # named, so it cannot be mistaken for an x
 
 R = TypeVar("R")
@@ -50,7 +65,26 @@ class Target:
 
     def __str__(self) -> str:
         sign = "≤" if self.relation == "<=" else "≥"
-        return f"{sign} {self.ratio:g}{TIMES}"
+        return f"{sign} {self.ratio:.3g}{TIMES}"
+
+
+@dataclass(frozen=True)
+class Bound:
+    """A goal on the case's own median, in the case's unit (say, at most 10 ms).
+
+    ``text`` is how the goal reads in the table ("≤ 10 ms"), since the unit the
+    median is kept in (µs) is not always the one the goal is stated in.
+    """
+
+    relation: Literal["<=", ">="]
+    value: float
+    text: str
+
+    def met(self, median: float) -> bool:
+        return median <= self.value if self.relation == "<=" else median >= self.value
+
+    def __str__(self) -> str:
+        return self.text
 
 
 @dataclass(frozen=True)
@@ -80,10 +114,16 @@ class Series:
     ops_per_round: int
 
 
+Figure = int | float | str | bool  # an extra figure of a case, shown and stored as it is
+
+
 @dataclass(frozen=True)
 class Outcome:
     ours: Series
     peer: Series | None = None
+    # Named extra figures of the case (say, bytes per channel at each count), in
+    # the order they should be shown; the keys say their unit.
+    figures: Mapping[str, Figure] = field(default_factory=dict)
 
     @property
     def ratio(self) -> float | None:
@@ -103,10 +143,11 @@ class Case:
     run: Callable[[Settings], Outcome]
     peer: str | None = None
     target: Target | None = None
+    bound: Bound | None = None
 
     @property
     def unit(self) -> str:
-        return "us" if self.kind == LATENCY else "msg/s"
+        return UNITS[self.kind]
 
 
 _REGISTRY: dict[str, Case] = {}

@@ -14,9 +14,9 @@ import sys
 from dataclasses import dataclass
 from typing import Any
 
-from ._core import LATENCY, TIMES, Case, Outcome, Series, Settings
+from ._core import BANDWIDTH, LATENCY, MEMORY, TIMES, Case, Outcome, Series, Settings
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: bandwidth and memory kinds, bounds, figures, peers' versions
 
 
 @dataclass(frozen=True)
@@ -64,6 +64,8 @@ def machine() -> dict[str, Any]:
         "cpus_usable": usable,
         "uvloop": {"available": uvloop_version is not None, "version": uvloop_version},
         "msgspec_version": _version("msgspec"),
+        # The peers' packages (None: not installed, so that peer was skipped).
+        "peers": {dist: _version(dist) for dist in ("pyzmq", "Pyro5", "msgpack", "ray")},
         "workmesh_version": _version("workmesh"),
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
     }
@@ -86,7 +88,8 @@ def _series_doc(series: Series | None) -> dict[str, Any] | None:
 def _case_doc(result: CaseResult) -> dict[str, Any]:
     case, outcome = result.case, result.outcome
     ratio = outcome.ratio if outcome is not None else None
-    target = case.target
+    target, bound = case.target, case.bound
+    median = outcome.ours.median if outcome is not None else None
     return {
         "name": case.name,
         "description": case.description,
@@ -103,6 +106,11 @@ def _case_doc(result: CaseResult) -> dict[str, Any]:
         if target is None
         else {"relation": target.relation, "ratio": target.ratio, "text": str(target)},
         "meets_target": None if target is None or ratio is None else target.met(ratio),
+        "bound": None
+        if bound is None
+        else {"relation": bound.relation, "value": bound.value, "text": bound.text},
+        "meets_bound": None if bound is None or median is None else bound.met(median),
+        "figures": dict(outcome.figures) if outcome is not None else {},
     }
 
 
@@ -126,30 +134,56 @@ def document(results: list[CaseResult], settings: Settings, quick: bool) -> dict
 _HEADERS = ("case", "median", "p99", "peer", "peer median", "peer p99", "ratio", "target", "")
 
 
+def fmt_bytes(value: float) -> str:
+    """A byte count for people: B, KiB, MiB or GiB."""
+    for unit, size in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if abs(value) >= size:
+            return f"{value / size:.1f} {unit}"
+    return f"{value:.0f} B"
+
+
 def _fmt(value: float | None, kind: str) -> str:
     if value is None:
         return "-"
     if kind == LATENCY:
+        if value >= 10_000:
+            return f"{value / 1e3:.1f} ms"
         return f"{value:.2f} µs" if value < 100 else f"{value:.0f} µs"
+    if kind == BANDWIDTH:
+        return f"{value:.2f} GB/s"
+    if kind == MEMORY:
+        return fmt_bytes(value)
     if value >= 1e6:
         return f"{value / 1e6:.2f}M msg/s"
+    if value < 1e4:
+        return f"{value / 1e3:.2f}k msg/s"
     return f"{value / 1e3:.0f}k msg/s"
+
+
+def _goal(case: Case) -> str:
+    """The target column: the goal on the ratio, the goal on the median, or both."""
+    return "; ".join(str(goal) for goal in (case.target, case.bound) if goal is not None)
 
 
 def _verdict(result: CaseResult) -> str:
     if result.status != "ok":
         return f"{result.status}: {result.skipped or result.error}"
     assert result.outcome is not None
-    ratio, target = result.outcome.ratio, result.case.target
-    if target is None or ratio is None:
+    case, ratio = result.case, result.outcome.ratio
+    met: list[bool] = []
+    if case.target is not None and ratio is not None:
+        met.append(case.target.met(ratio))
+    if case.bound is not None:
+        met.append(case.bound.met(result.outcome.ours.median))
+    if not met:
         return ""
-    return "ok" if target.met(ratio) else "MISSED"
+    return "ok" if all(met) else "MISSED"
 
 
 def _row(result: CaseResult) -> tuple[str, ...]:
     case, outcome = result.case, result.outcome
     if outcome is None:
-        return (case.name, "", "", case.peer or "", "", "", "", str(case.target or ""))
+        return (case.name, "", "", case.peer or "", "", "", "", _goal(case))
     ours, peer, kind = outcome.ours, outcome.peer, case.kind
     ratio = outcome.ratio
     return (
@@ -160,7 +194,7 @@ def _row(result: CaseResult) -> tuple[str, ...]:
         _fmt(peer.median, kind) if peer else "",
         _fmt(peer.p99, kind) if peer and peer.p99 is not None else "",
         f"{ratio:.2f}{TIMES}" if ratio is not None else "",
-        str(case.target) if case.target else "",
+        _goal(case),
     )
 
 
@@ -181,6 +215,24 @@ def table(results: list[CaseResult]) -> str:
     return "\n".join([line(_HEADERS), rule, *(line(row) for row in rows)])
 
 
+def _figure(name: str, value: Any) -> str:
+    if isinstance(value, float):
+        text = f"{value:.3g}" if abs(value) < 1000 else f"{value:.0f}"
+    else:
+        text = str(value)
+    return f"{name} {text}"
+
+
+def figures(results: list[CaseResult]) -> str:
+    """One line per case that carries extra figures (empty when none does)."""
+    lines = []
+    for result in results:
+        if result.outcome is not None and result.outcome.figures:
+            shown = "; ".join(_figure(k, v) for k, v in result.outcome.figures.items())
+            lines.append(f"  {result.case.name}: {shown}")
+    return "\n".join(lines)
+
+
 def summary(settings: Settings, quick: bool) -> str:
     """The lines printed above the table."""
     info = machine()
@@ -191,5 +243,5 @@ def summary(settings: Settings, quick: bool) -> str:
         f"scale {settings.scale:g}) on {info['implementation']} {info['python_version']}, "
         f"{info['platform']}, {info['cpus_usable']}/{info['cpu_count']} CPUs, {loop}\n"
         "Medians over rounds; ratio = ours / peer measured side by side in this run "
-        "(latency: lower is better; throughput: higher is better)."
+        "(latency and memory: lower is better; throughput and bandwidth: higher is better)."
     )
