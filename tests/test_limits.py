@@ -239,6 +239,20 @@ def test_a_frame_above_max_frame_cuts(io: IoLoop) -> None:
     peer.raw.close()
 
 
+def test_good_frames_before_an_oversized_one_in_the_same_read_still_arrive(
+    io: IoLoop,
+) -> None:
+    node = LocalNode()
+    peer = RawPeer(io, node, Limits(max_frame=100))
+    last_words = encode_frame(MessageFrame(peer.port_id, 1, False, b"ready", []))
+    peer.raw.sendall(frame_prefix(len(last_words)) + last_words + frame_prefix(500))
+    assert [p.data for p in peer.inbox.wait_for(1)] == [b"ready"]
+    assert peer.cut.wait(10)
+    assert "exceeds the limit of 100" in str(peer.conn.error)
+    assert "connection failed: frame of 500 bytes" in str(peer.inbox.error)
+    peer.raw.close()
+
+
 def test_a_failure_notice_for_an_unknown_port_is_a_forgery_too(io: IoLoop) -> None:
     node = LocalNode()
     peer = RawPeer(io, node)

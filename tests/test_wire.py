@@ -375,3 +375,12 @@ def test_encoded_message_reencoded_inside_another() -> None:
     again = roundtrip([other_rx, msg])[1]
     again.parse(list[wm.Sender[int]])[0].send(3)
     assert rx.try_recv() == 3
+
+
+def test_frame_decoder_returns_good_frames_before_a_bad_header() -> None:
+    dec = FrameDecoder(max_frame=10)
+    frames = dec.feed(frame_prefix(2) + b"ok" + frame_prefix(11) + b"x" * 11)
+    assert frames == [(b"ok", 0)]
+    assert isinstance(dec.failed, FrameTooLarge)
+    with pytest.raises(FrameTooLarge, match="exceeds the limit of 10"):
+        dec.feed(b"more")

@@ -576,13 +576,12 @@ class LocalNode:
         if port.state in (PortState.DONE, PortState.FAILED):
             return
         was, port.state, port.error = port.state, PortState.FAILED, error
-        blame = self.id
         if was in (PortState.SENDING, PortState.PROXYING) and port.target is not None:
-            self._route(port.target, _Event(FAIL_PORT, error=_remote_failure(blame)))
+            self._route(port.target, _Event(FAIL_PORT, error=self._failure_for(port.target, error)))
         if (notify_peer or was in (PortState.SENDING, PortState.PROXYING)) and (
             port.peer is not None
         ):
-            self._route(port.peer, _Event(FAIL_PORT, error=_remote_failure(blame)))
+            self._route(port.peer, _Event(FAIL_PORT, error=self._failure_for(port.peer, error)))
         for _seq, _n, event in port.early:
             self._drop_event(event)
         port.early.clear()
@@ -604,6 +603,15 @@ class LocalNode:
         if len(self._failed_ids) >= _FAILED_GENERATION:
             self._failed_ids_old, self._failed_ids = self._failed_ids, set()
         self._failed_ids.add(port_id)
+
+    def _failure_for(self, dest: Port | Address, error: NodeError) -> NodeError:
+        """What a port's neighbour is told when the port fails.
+
+        A neighbour in this node hears the real reason (say, which process died
+        and how); one on another node gets a failure notice blaming this node,
+        which is all a frame carries.
+        """
+        return error if isinstance(dest, Port) else _remote_failure(self.id)
 
     # ----------------------------------------------------------------- bridging
     def _bridge(self, a: Port, b: Port) -> None:

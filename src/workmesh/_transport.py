@@ -211,7 +211,7 @@ class Connection:
                 self.node.disconnect(self.peer)
         else:
             log.error("connection to %s cut: %s", node_name(self.peer), error)
-            self.node.fail_node(self.peer, "connection failed", error)
+            self.node.fail_node(self.peer, f"connection failed: {error}", error)
         if self.on_closed is not None:
             self.on_closed(self, error)
 
@@ -437,9 +437,12 @@ class Connection:
         data = self._rview[:n]
         if self._hello:
             data = self._check_hello(data)
-        frames = self._decoder.feed(data)
+        decoder = self._decoder
+        frames = decoder.feed(data)
         if frames:
             self._deliver(frames)
+        if decoder.failed is not None:
+            raise decoder.failed
         return n
 
     def _take_fds(self, ancdata: list[tuple[int, int, bytes]]) -> None:

@@ -648,12 +648,16 @@ class FrameDecoder:
     frame is buffered: the stream is then unusable and must be cut.
     """
 
-    __slots__ = ("_buf", "max_fds", "max_frame")
+    __slots__ = ("_buf", "failed", "max_fds", "max_frame")
 
     def __init__(self, max_frame: int = DEFAULT_MAX_FRAME, max_fds: int = DEFAULT_MAX_FDS) -> None:
         self._buf = bytearray()
         self.max_frame = max_frame
         self.max_fds = max_fds
+        # Set when a bad header follows good frames in one read: those frames are
+        # returned (a peer's last good words -- say, "ready" -- still count), and
+        # the error is raised by the next feed.  Callers check it after delivering.
+        self.failed: FrameTooLarge | None = None
 
     @property
     def pending(self) -> int:
@@ -663,6 +667,8 @@ class FrameDecoder:
         # Each frame is copied once, straight out of the bytes read: the common
         # case (nothing left over from the last read) never copies the read into
         # the buffer first, and slicing a memoryview copies nothing by itself.
+        if self.failed is not None:
+            raise self.failed
         buf = self._buf
         if buf:
             buf += data
@@ -675,7 +681,13 @@ class FrameDecoder:
         try:
             while end_of_data - pos >= PREFIX_LEN:
                 length, nfds, _reserved = PREFIX.unpack_from(src, pos)
-                self._check(length, nfds, pos)
+                try:
+                    self._check(length, nfds, pos)
+                except FrameTooLarge as exc:
+                    if not frames:
+                        raise
+                    self.failed = exc
+                    break
                 end = pos + PREFIX_LEN + length
                 if end_of_data < end:
                     break
