@@ -39,7 +39,7 @@ from ._inspection import (
     Sensitivity,
     inspect,
 )
-from ._process import Mesh, Sandbox
+from ._process import ChildFailedToStart, Mesh, Sandbox
 from ._wire import Limits, Message
 from ._worker import (
     Failed,
@@ -74,6 +74,7 @@ for _error in (
     ChannelClosed,
     ChannelEmpty,
     ChannelFailed,
+    ChildFailedToStart,
     LaunchError,
     NodeError,
     PayloadError,
@@ -93,6 +94,7 @@ __all__ = [
     "ChannelEmpty",
     "ChannelErrorKind",
     "ChannelFailed",
+    "ChildFailedToStart",
     "Deferred",
     "ErrorFrame",
     "FailableRpc",
