@@ -225,14 +225,20 @@ def test_receiver_forwarded_through_two_children_then_middle_killed() -> None:
             c = await mesh.spawn(
                 "C", f"{CHILDREN}:echo_received_receiver", SinkParams(b_to_c_rx, replies_tx)
             )
+            settled_tx, settled_rx = wm.channel(str)
             b = await mesh.spawn(
-                "B", f"{CHILDREN}:forward_receiver", ForwardParams(to_b_rx, b_to_c_tx)
+                "B",
+                f"{CHILDREN}:forward_receiver",
+                ForwardParams(to_b_rx, b_to_c_tx, settled_tx),
             )
-            del b_to_c_rx, replies_tx, to_b_rx, b_to_c_tx
+            del b_to_c_rx, replies_tx, to_b_rx, b_to_c_tx, settled_tx
             data_tx, data_rx = wm.channel(str)
             data_tx.send("one")
             to_b_tx.send(data_rx)
             assert await within(replies_rx.recv()) == "C got one"
+            # Until B's relay retires, A's messages still go through B: killing B
+            # earlier would (rightly) fail the channel.
+            assert await within(settled_rx.recv()) == "settled"
             b.kill()
             assert await within(b.wait()) == -signal.SIGKILL
             data_tx.send("two")

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 from typing import Any
 
 import msgspec
 
 import workmesh as wm
+from workmesh._node import local_node
 
 
 class EchoParams(msgspec.Struct):
@@ -98,14 +100,22 @@ def use_fds(message: wm.Message) -> None:
 class ForwardParams(msgspec.Struct):
     inbox: wm.Receiver[wm.Receiver[str]]
     onward: wm.Sender[wm.Receiver[str]]
+    settled: wm.Sender[str]
 
 
 async def forward_receiver(message: wm.Message) -> None:
-    """Take one Receiver and send it onward, then stay alive until told otherwise."""
+    """Take one Receiver and send it onward; say "settled" once this process no
+    longer relays it (its old peer talks to the new holder directly); then stay
+    alive until told otherwise."""
     params = message.parse(ForwardParams)
     receiver = await params.inbox.recv()
     params.onward.send(receiver)
     params.onward.close()
+    loop = asyncio.get_running_loop()
+    settled = loop.create_future()
+    local_node().when_settled(lambda: loop.call_soon_threadsafe(settled.set_result, None))
+    await settled
+    params.settled.send("settled")
     async for _ in params.inbox:
         pass
 
