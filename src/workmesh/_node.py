@@ -65,6 +65,7 @@ from ._wire import (
     Inbound,
     MessageFrame,
     Payload,
+    PeerGoneFrame,
     PortRecord,
     decode_frame,
     encode_frame,
@@ -122,7 +123,7 @@ class PortHandler(Protocol):
 
 
 # Event kinds inside a node.
-MESSAGE, CHANGE_PEER, ACK_CHANGE_PEER, ACK_PORT, FAIL_PORT = 1, 3, 4, 5, 6
+MESSAGE, CHANGE_PEER, ACK_CHANGE_PEER, ACK_PORT, FAIL_PORT, PEER_GONE = 1, 3, 4, 5, 6, 7
 
 
 class _Event:
@@ -465,13 +466,28 @@ class LocalNode:
         event.seq = port.next_local_seq
         port.next_local_seq += 1
         assert port.peer is not None
-        self._route(port.peer, event)
+        self._route_for(port, port.peer, event)
 
     def _forward(self, port: Port, event: _Event) -> None:
         event.seq = port.fwd_seq
         port.fwd_seq += 1
         assert port.target is not None
-        self._route(port.target, event)
+        self._route_for(port, port.target, event)
+
+    def _route_for(self, port: Port, dest: Port | Address, event: _Event) -> None:
+        """Route ``port``'s event; if ``dest`` is on a node lost to us, fail ``port``.
+
+        Dropping the event quietly would leave ``port`` waiting for an answer that
+        cannot come (a proxy for its peer's acknowledgement, say) or its messages
+        lost without a word.
+        """
+        if not isinstance(dest, Port):
+            failure = self._failed_nodes.get(dest[0])
+            if failure is not None:
+                self._drop_event(event)
+                self._fail(port, failure, notify_peer=True)
+                return
+        self._route(dest, event)
 
     def _route(self, dest: Port | Address, event: _Event) -> None:
         if isinstance(dest, Port):
@@ -493,6 +509,7 @@ class LocalNode:
         elif kind == ACK_PORT:
             self._on_ack_port(port)
         elif event.seq < port.next_peer_seq:
+            self._drop_event(event)  # the ports and descriptors it carried close
             self._fail(port, NodeError("duplicate sequence number"), notify_peer=True)
         elif event.seq > port.next_peer_seq:
             if port.state not in (PortState.DONE, PortState.FAILED):
@@ -536,10 +553,20 @@ class LocalNode:
             if event.close:
                 self._on_close(port)
         elif event.kind == CHANGE_PEER:
-            assert event.new_peer is not None
+            new_peer = event.new_peer
+            assert new_peer is not None
+            failure = None if isinstance(new_peer, Port) else self._failed_nodes.get(new_peer[0])
+            if failure is not None:
+                # Told to talk to a node lost to us: fail, and tell the old peer (the
+                # proxy that sent this) instead of acknowledging; it passes the
+                # failure on to the new peer's side, which we cannot reach.
+                self._fail(port, failure, notify_peer=True)
+                return
             self._send_peer(port, _Event(ACK_CHANGE_PEER))
+            if port.state is PortState.FAILED:  # the old peer was out of reach
+                return
             port.next_local_seq -= event.delta
-            port.peer = self._resolve(event.new_peer)
+            port.peer = self._resolve(new_peer)
             if not isinstance(port.peer, Port):
                 self._register(port)
         else:
@@ -644,7 +671,7 @@ class LocalNode:
             )
             change.seq = reserved
             self._register(port)
-            self._route(port.peer, change)
+            self._route_for(port, port.peer, change)
 
     def _bridge_dead(self, dead: Port, live: Port) -> None:
         """Bridge where ``dead`` no longer has a peer: pass on its data, then its end."""
@@ -722,7 +749,7 @@ class LocalNode:
             CHANGE_PEER, new_peer=port.target, delta=port.next_peer_seq - port.fwd_seq + 1
         )
         change.seq = port.reserved_seq
-        self._route(port.peer, change)
+        self._route_for(port, port.peer, change)
 
     # ----------------------------------------------------------------- remote nodes
     def _link(self, node_id: NodeId) -> _Link:
@@ -849,6 +876,8 @@ class LocalNode:
             return AckChangePeerFrame(target, event.seq)
         if kind == ACK_PORT:
             return AckPortFrame(target)
+        if kind == PEER_GONE:
+            return PeerGoneFrame(target)
         return FailPortFrame(target, self.id)
 
     # ----------------------------------------------------------------- incoming frames
@@ -889,11 +918,18 @@ class LocalNode:
             _close_fds(fds)
             raise ProtocolError(f"malformed frame from {node_name(source)}: {exc}") from exc
         target = PortId(frame.target)
+        if type(frame) is PeerGoneFrame:
+            _close_fds(fds)
+            self._on_peer_gone(source, target)
+            return
         port = self._ports.get(target)
         if port is None:
             _close_fds(fds)
             if target in self._failed_ids or target in self._failed_ids_old:
                 log.debug("dropping a late frame for failed port %s", port_name(target))
+                if type(frame) is not FailPortFrame:
+                    # Whoever sent it may not know: tell its node.
+                    self._emit((source, target), _Event(PEER_GONE))
                 return
             # Port ids are random 128-bit numbers that a node learns only by being
             # handed the port: an id this node never gave out means the peer forged
@@ -904,6 +940,13 @@ class LocalNode:
                 "which this node never handed out; a peer may only use ports it was given"
             )
         self._work.append((port, self._from_frame(source, frame, fds, inbound)))
+
+    def _on_peer_gone(self, source: NodeId, gone: PortId) -> None:
+        address = (source, gone)
+        error = NodeError(f"the peer port {port_name(gone)} had failed", node=node_name(source))
+        for port in list(self._ports.values()):
+            if address in (port.peer, port.target):
+                self._fail(port, error, notify_peer=False)
 
     def _from_frame(
         self, source: NodeId, frame: Frame, fds: list[OwnedFd], inbound: Inbound | None
@@ -919,6 +962,7 @@ class LocalNode:
             return _Event(ACK_CHANGE_PEER, frame.seq)
         if isinstance(frame, AckPortFrame):
             return _Event(ACK_PORT)
+        assert isinstance(frame, FailPortFrame)  # PeerGoneFrame never gets here
         return _Event(FAIL_PORT, error=_remote_failure(NodeId(frame.blame)))
 
     def _payload_from(
@@ -956,6 +1000,17 @@ class LocalNode:
         if record.peer_port == ZERO_ID or failure is not None:
             port.state = PortState.FAILED
             port.error = failure or _remote_failure(peer_node)
+            # Frames for it may still come (the old node failing its proxy, say):
+            # late ones, not forgeries.
+            self._remember_failed(port.id)
+            if record.peer_port != ZERO_ID:
+                # It was live where it came from: the old node's proxy waits for an
+                # acknowledgement that will not come, and its peer must learn that
+                # the stream ended.  Tell the proxy it failed; it passes that on.
+                self._route(
+                    (NodeId(record.old_node), PortId(record.old_port)),
+                    _Event(FAIL_PORT, error=port.error),
+                )
             return port
         port.next_local_seq = record.next_local_seq
         port.peer = self._resolve((peer_node, PortId(record.peer_port)))

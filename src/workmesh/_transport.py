@@ -466,6 +466,9 @@ class Connection:
         batch: list[tuple[bytes, list[OwnedFd]]] = []
         for data, nfds in frames:
             if nfds > len(self._fds):
+                for _data, fds in batch:  # the frames before the bad one go nowhere
+                    for fd in fds:
+                        fd.close()
                 raise ProtocolError(
                     f"frame from {node_name(self.peer)} names {nfds} descriptors "
                     f"but only {len(self._fds)} arrived"

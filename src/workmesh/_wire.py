@@ -165,12 +165,14 @@ class _InboundPayload(Payload):
 
 
 class _RawResource:
-    """Marks a resource that is already in its travelling form (a port, an fd)."""
+    """Marks a resource that is already in its travelling form (a port, an fd),
+    held by ``owner`` (an encoded Message's payload) until it is sent."""
 
-    __slots__ = ("resource",)
+    __slots__ = ("owner", "resource")
 
-    def __init__(self, resource: Any) -> None:
+    def __init__(self, resource: Any, owner: Payload) -> None:
         self.resource = resource
+        self.owner = owner
 
 
 class _EncodeCtx:
@@ -201,7 +203,10 @@ class _DecodeCtx:
         self.taken = [False] * len(resources)
         self.made: list[object] = []
 
-    def take(self, index: int) -> Any:
+    def take(self, index: int, want_fd: bool | None = None) -> Any:
+        """Resource ``index``; ``want_fd``: it must be a descriptor (True), a port
+        (False), or either (None).  Checked before it counts as taken, so a refused
+        reference leaves the resource to the clean-up of untaken ones."""
         if not 0 <= index < len(self.resources):
             raise ValueError(
                 f"resource reference {index} is out of range "
@@ -209,8 +214,12 @@ class _DecodeCtx:
             )
         if self.taken[index]:
             raise ValueError(f"resource {index} is referenced twice")
+        res = self.resources[index]
+        if want_fd is not None and isinstance(res, OwnedFd) is not want_fd:
+            want, got = ("a descriptor", "a port") if want_fd else ("a port", "a descriptor")
+            raise ValueError(f"resource {index} is {got} where {want} was expected")
         self.taken[index] = True
-        return self.resources[index]
+        return res
 
 
 # Outside any decode the hooks see a context with no resources: a reference in a
@@ -254,15 +263,28 @@ def _ext_hook(code: int, data: memoryview) -> Any:
         return RemoteError.from_wire(_plain_decoder.decode(data))
     if code == EXT_MESSAGE:
         start, count, inner = _nested_decoder.decode(data)
-        resources = [ctx.take(i) for i in range(start, start + count)]
-        return Message._from_payload(Payload(inner, resources))
+        nested = Payload(inner, [])
+        ctx.made.append(nested)  # closed with the rest should the decode fail
+        for i in range(start, start + count):
+            nested.resources.append(ctx.take(i))
+        return Message._from_payload(nested)
+    if code == EXT_RAW:
+        # Only ever a marker inside this process's encoder: never on the wire.
+        raise ValueError("a raw resource reference cannot arrive in a message")
     index = int.from_bytes(data, "little")
-    if code in (EXT_FD, EXT_RAW):
-        return ctx.take(index)
+    if code == EXT_FD:
+        fd = ctx.take(index, want_fd=True)
+        ctx.made.append(fd)
+        return fd
     kind = _kinds_by_code.get(code)
     if kind is None:
         raise ValueError(f"unknown resource kind {code} in message")
-    obj = kind.make(ctx.take(index), None)
+    port = ctx.take(index, want_fd=False)
+    try:
+        obj = kind.make(port, None)
+    except BaseException:
+        port.close()
+        raise
     ctx.made.append(obj)
     return obj
 
@@ -379,6 +401,7 @@ class Codec:
 
 def _take(obj: object) -> Resource:
     if isinstance(obj, _RawResource):
+        obj.owner.resources = []  # they travel now: the Message no longer owns them
         return cast(Resource, obj.resource)
     if isinstance(obj, OwnedFd):
         return OwnedFd(obj.detach())
@@ -389,6 +412,9 @@ def _take(obj: object) -> Resource:
 
 def _close_all(objs: Any) -> None:
     for obj in objs:
+        if isinstance(obj, Payload):
+            obj.discard()
+            continue
         close = getattr(obj, "close", None)
         if close is not None:
             close()
@@ -477,6 +503,13 @@ class Message:
         assert payload is not None
         return payload
 
+    def __del__(self) -> None:
+        # Dropped without being parsed or sent: close the endpoints and descriptors
+        # it carried, as a dropped message does.
+        payload = self._payload
+        if payload is not None and payload.resources:
+            payload.discard()
+
     def _encode_nested(self, ctx: _EncodeCtx) -> msgspec.msgpack.Ext:
         # The nested value's resource references are numbered from 0 within its own
         # slice of the side list, so it can be decoded later on its own.
@@ -494,7 +527,7 @@ class Message:
             assert self._payload is not None
             data = self._payload.data
             for res in self._payload.resources:
-                ctx.add(_RawResource(res))
+                ctx.add(_RawResource(res, self._payload))
         count = len(ctx.objs) - start
         return msgspec.msgpack.Ext(EXT_MESSAGE, _plain_encoder.encode((start, count, data)))
 
@@ -559,7 +592,24 @@ class FailPortFrame(msgspec.Struct, frozen=True, array_like=True, tag=6):
     blame: ID
 
 
-Frame = MessageFrame | ChangePeerFrame | AckChangePeerFrame | AckPortFrame | FailPortFrame
+class PeerGoneFrame(msgspec.Struct, frozen=True, array_like=True, tag=7):
+    """The answer to a frame addressed to a port that has failed here: the
+    receiver's ports whose peer is ``target`` (a port of this frame's sender) are
+    talking to nobody and fail.  (Frames name only their target, so this is how a
+    port that was pointed at a failed one -- by a peer change that travelled over a
+    link since lost -- learns of it.)"""
+
+    target: ID
+
+
+Frame = (
+    MessageFrame
+    | ChangePeerFrame
+    | AckChangePeerFrame
+    | AckPortFrame
+    | FailPortFrame
+    | PeerGoneFrame
+)
 
 _frame_encoder = msgspec.msgpack.Encoder()
 _frame_decoder: msgspec.msgpack.Decoder[Frame] = msgspec.msgpack.Decoder(Frame)
@@ -695,7 +745,9 @@ class FrameDecoder:
                 pos = end
         finally:
             src.release()  # a bytearray cannot be resized while viewed
-        if buf:
+        if self.failed is not None:
+            buf.clear()  # the stream is unusable: keep nothing of it
+        elif buf:
             del buf[:pos]
         elif pos < end_of_data:
             buf += data[pos:]
