@@ -32,6 +32,7 @@ demo: $(STAMP)
 	$(PY) -m workmesh demo
 
 bench: $(STAMP)
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev,bench]'
 	$(PY) -m workmesh bench
 
 # The long chaos and fuzz runs (tens of minutes): WORKMESH_STRESS=1 scales every count
