@@ -815,8 +815,22 @@ class LocalNode:
             for _data, fds in outbox:
                 for fd in fds:
                     fd.close()
-            for port in list(self._ports.values()):
-                if _routes_through(port, node_id):
+            failed = [p for p in self._ports.values() if _routes_through(p, node_id)]
+            for port in failed:
+                self._fail(port, error, notify_peer=False)
+            # A port here may have taken a failed one as its peer before that one
+            # heard where it moved (both ends moving at once), or a proxy here may
+            # forward to one: each talks to a dead stream and fails too -- and
+            # tells whoever it proxies for.
+            while failed:
+                gone = {id(p) for p in failed}
+                failed = [
+                    p
+                    for p in self._ports.values()
+                    if p.state is not PortState.FAILED
+                    and any(isinstance(d, Port) and id(d) in gone for d in (p.peer, p.target))
+                ]
+                for port in failed:
                     self._fail(port, error, notify_peer=False)
         finally:
             self._leave()
@@ -1040,9 +1054,21 @@ class LocalNode:
                 res.close()
 
 
-def _routes_through(port: Port, node_id: NodeId) -> bool:
+def _routes_through(port: Port, node_id: NodeId, depth: int = 0) -> bool:
+    """Whether ``port`` talks to ``node_id``: its peer or target is there, or it
+    talks through a local proxy (a port that moved on) whose target is there."""
     for dest in (port.peer, port.target):
-        if dest is not None and not isinstance(dest, Port) and dest[0] == node_id:
+        if dest is None:
+            continue
+        if not isinstance(dest, Port):
+            if dest[0] == node_id:
+                return True
+        elif (
+            depth < 8
+            and dest.state is not PortState.PEERED
+            and dest.target is not None
+            and _routes_through(dest, node_id, depth + 1)
+        ):
             return True
     return False
 
