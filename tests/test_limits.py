@@ -16,9 +16,10 @@ from typing import Any
 import pytest
 
 import workmesh as wm
+from tests.test_transport import Inbox as TransportInbox
 from workmesh import Limits, NodeError
-from workmesh._ids import NodeId, PortId, new_node_id, new_port_id, node_name
-from workmesh._node import LocalNode, Port
+from workmesh._ids import NodeId, PortId, new_node_id, new_port_id, node_name, port_name
+from workmesh._node import LocalNode
 from workmesh._transport import Connection, IoLoop
 from workmesh._wire import (
     FailPortFrame,
@@ -33,31 +34,8 @@ from workmesh._wire import (
 pytestmark = pytest.mark.timeout(30)
 
 
-class Inbox:
-    """A port handler that holds on to what arrives (so nothing is consumed)."""
-
-    def __init__(self) -> None:
-        self.items: list[Payload] = []
-        self.ended = threading.Event()
-        self.error: NodeError | None = None
-        self._cond = threading.Condition()
-
-    def port_message(self, port: Port, payload: Payload, wakes: list[object]) -> None:
-        with self._cond:
-            self.items.append(payload)
-            self._cond.notify_all()
-
-    def port_closed(self, port: Port, wakes: list[object]) -> None:
-        self.ended.set()
-
-    def port_failed(self, port: Port, error: NodeError, wakes: list[object]) -> None:
-        self.error = error
-        self.ended.set()
-
-    def wait_for(self, count: int) -> list[Payload]:
-        with self._cond:
-            assert self._cond.wait_for(lambda: len(self.items) >= count, 10)
-            return list(self.items)
+class Inbox(TransportInbox):
+    """A port handler that holds on to what arrives until the test takes it."""
 
     def take(self) -> None:
         """Consume everything received so far (the application read it)."""
@@ -154,11 +132,11 @@ def test_a_forged_port_id_gets_nothing_and_cuts_the_peer_off(io: IoLoop) -> None
     forger.send(MessageFrame(guessed, 1, False, b"let me in", []))
     assert forger.cut.wait(10)
     assert "never handed out" in str(forger.conn.error)
-    assert guessed.hex()[:8] in str(forger.conn.error) or "port" in str(forger.conn.error)
+    assert port_name(guessed) in str(forger.conn.error)
     # The port the forger was handed fails (its node is cut off), nothing arrived.
-    assert forger.inbox.ended.wait(10)
+    assert forger.inbox.closed.wait(10)
     assert forger.inbox.items == []
-    assert "connection failed" in str(forger.inbox.error)
+    assert "connection failed" in str(forger.inbox.failed)
     good.still_works()
     good.close()
     forger.raw.close()
@@ -169,7 +147,7 @@ def test_a_late_frame_for_a_failed_port_is_dropped_not_punished(io: IoLoop) -> N
     peer = RawPeer(io, node)
     # The port fails here (say, a message out of order) while the peer keeps talking.
     node.fail(peer.port, NodeError("test failure"))
-    assert peer.inbox.ended.wait(10)
+    assert peer.inbox.closed.wait(10)
     peer.message(b"late")
     # A frame for a port this node *does* have after it must still be accepted.
     second = node.bootstrap_port(new_port_id(), (peer.peer_id, new_port_id()))
@@ -249,7 +227,7 @@ def test_good_frames_before_an_oversized_one_in_the_same_read_still_arrive(
     assert [p.data for p in peer.inbox.wait_for(1)] == [b"ready"]
     assert peer.cut.wait(10)
     assert "exceeds the limit of 100" in str(peer.conn.error)
-    assert "connection failed: frame of 500 bytes" in str(peer.inbox.error)
+    assert "connection failed: frame of 500 bytes" in str(peer.inbox.failed)
     peer.raw.close()
 
 
@@ -259,7 +237,7 @@ def test_a_failure_notice_for_an_unknown_port_is_a_forgery_too(io: IoLoop) -> No
     peer.send(FailPortFrame(new_port_id(), peer.peer_id))
     assert peer.cut.wait(10)
     assert "never handed out" in str(peer.conn.error)
-    assert peer.inbox.ended.wait(10)
+    assert peer.inbox.closed.wait(10)
     peer.raw.close()
 
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
-from typing import TypeVar
+from typing import TypeVar, cast
 
 from ._core import (
     Bound,
@@ -68,10 +68,11 @@ def alternate(settings: Settings, sides: dict[str, Callable[[], R]]) -> dict[str
 # One measurement of a group serves every case of it in the same run.  A run is told
 # by its Settings object (the harness hands the same one to every case); the memo
 # keeps that object alive, so a later run's new Settings never matches it.
-_last_run: dict[str, tuple[Settings, Measured | Exception]] = {}
+_last_run: dict[str, tuple[Settings, object]] = {}
 
 
-def _measured(group: str, measure: Callable[[Settings], Measured], settings: Settings) -> Measured:
+def once_per_run(group: str, measure: Callable[[Settings], R], settings: Settings) -> R:
+    """``measure(settings)``, computed once per run for ``group`` (a failure too)."""
     last = _last_run.get(group)
     if last is None or last[0] is not settings:
         try:
@@ -82,7 +83,11 @@ def _measured(group: str, measure: Callable[[Settings], Measured], settings: Set
     outcome = last[1]
     if isinstance(outcome, Exception):
         raise RuntimeError(f"{group} failed in this run: {outcome}") from outcome
-    return outcome
+    return cast(R, outcome)
+
+
+def _measured(group: str, measure: Callable[[Settings], Measured], settings: Settings) -> Measured:
+    return once_per_run(group, measure, settings)
 
 
 def _outcome(

@@ -70,6 +70,7 @@ from ._core import (
     _throughput_series,
     register,
 )
+from ._groups import once_per_run
 
 T = TypeVar("T")
 
@@ -490,26 +491,11 @@ def _measure(settings: Settings, kind: Kind, sides: dict[str, Callable[[], Any]]
     return result
 
 
-# One measurement of a group serves every case of it in the same run.  A run is told
-# by its Settings object (the harness hands the same one to every case); the memo
-# keeps that object alive, so a later run's new Settings never matches it.
-_last_run: dict[str, tuple[Settings, GroupResult | Exception]] = {}
-
-
+# One measurement of a group serves every case of it in the same run (see _groups).
 def _group_result(
     group: str, measure: Callable[[Settings], GroupResult], settings: Settings
 ) -> GroupResult:
-    last = _last_run.get(group)
-    if last is None or last[0] is not settings:
-        try:
-            last = _last_run[group] = (settings, measure(settings))
-        except Exception as exc:
-            _last_run[group] = (settings, exc)
-            raise
-    outcome = last[1]
-    if isinstance(outcome, Exception):
-        raise RuntimeError(f"{group} failed in this run: {outcome}") from outcome
-    return outcome
+    return once_per_run(f"xproc:{group}", measure, settings)
 
 
 def _pair(
