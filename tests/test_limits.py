@@ -283,3 +283,15 @@ def _chain(exc: BaseException) -> str:
         parts.append(str(seen))
         seen = seen.__cause__ or seen.__context__
     return " | ".join(parts)
+
+
+def test_a_moved_port_claiming_a_peer_here_that_never_was_cuts(io: IoLoop) -> None:
+    node = LocalNode()
+    peer = RawPeer(io, node)
+    made_up = new_port_id()
+    record = PortRecord(new_port_id(), 1, peer.peer_id, new_port_id(), node.id, made_up)
+    peer.message(b"a port", [record])
+    assert peer.cut.wait(10)
+    assert f"whose peer would be {port_name(made_up)} here" in str(peer.conn.error)
+    assert peer.inbox.items == []
+    peer.raw.close()

@@ -999,18 +999,35 @@ class LocalNode:
                 raise ProtocolError(f"frame from {node_name(source)} has resources but no data")
             return None
         fd_iter = iter(fds)
-        resources: list[Any] = [
-            next(fd_iter) if isinstance(r, FdRecord) else self._port_from_record(r)
-            for r in frame.resources
-        ]
+        resources: list[Any] = []
+        try:
+            for r in frame.resources:
+                if isinstance(r, FdRecord):
+                    resources.append(next(fd_iter))
+                else:
+                    resources.append(self._port_from_record(r, source))
+        except ProtocolError:
+            for res in resources:  # what was already taken in goes nowhere
+                self._close(res) if isinstance(res, Port) else res.close()
+            _close_fds(list(fd_iter))
+            raise
         if inbound is not None:
             return inbound.payload(frame.data, resources)
         return Payload(frame.data, resources)
 
-    def _port_from_record(self, record: PortRecord) -> Port:
+    def _port_from_record(self, record: PortRecord, source: NodeId) -> Port:
         port = Port(self, PortId(record.port))
         peer_node = NodeId(record.peer_node)
         failure = self._failed_nodes.get(peer_node)
+        peer_port = PortId(record.peer_port)
+        if peer_node == self.id and peer_port != ZERO_ID and peer_port not in self._ports:
+            if peer_port in self._failed_ids or peer_port in self._failed_ids_old:
+                failure = NodeError("its peer port here had failed")
+            else:
+                raise ProtocolError(
+                    f"frame from {node_name(source)} moves a port whose peer would be "
+                    f"{port_name(peer_port)} here, which this node never handed out"
+                )
         if record.peer_port == ZERO_ID or failure is not None:
             port.state = PortState.FAILED
             port.error = failure or _remote_failure(peer_node)
