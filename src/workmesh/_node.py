@@ -420,6 +420,12 @@ class LocalNode:
         queued, port.queue = port.queue, deque()
         for payload in queued:
             self._drop_payload(payload)
+        # Messages that arrived early (out of order) will never be read either:
+        # close what they carry now; the events stay, for their sequence numbers.
+        for _seq, _n, event in port.early if port.state is PortState.PEERED else ():
+            if event.payload is not None:
+                self._drop_payload(event.payload)
+                event.payload = None
         if port.state is PortState.PEERED and not port.closed_local:
             port.closed_local = True
             self._send_peer(port, _Event(MESSAGE, close=True))
