@@ -1014,7 +1014,10 @@ class LocalNode:
                     resources.append(self._port_from_record(r, source))
         except ProtocolError:
             for res in resources:  # what was already taken in goes nowhere
-                self._close(res) if isinstance(res, Port) else res.close()
+                if isinstance(res, Port):
+                    self._close(res)
+                else:
+                    res.close()
             _close_fds(list(fd_iter))
             raise
         if inbound is not None:

@@ -280,19 +280,8 @@ def _launch_figures(prefix: str, rounds: list[list[Launch]]) -> dict[str, Figure
     return figures
 
 
-def _profile_imports(text: str, count: int = 4) -> str:
-    """Total and largest top-level imports from PYTHONPROFILEIMPORTTIME output."""
-    total, top = 0, []
-    for line in text.splitlines():
-        fields = line.removeprefix("import time:").split("|")
-        if len(fields) != 3 or not fields[0].strip().isdigit():
-            continue
-        total += int(fields[0])
-        if not fields[2].startswith("  "):  # an import at the top level, not a nested one
-            top.append((int(fields[1]), fields[2].strip()))
-    top.sort(reverse=True)
-    largest = ", ".join(f"{name} {us / 1e3:.0f}" for us, name in top[:count])
-    return f"a cold host spends {total / 1e3:.0f} ms importing (largest, ms: {largest})"
+def _profile_imports(text: str) -> str:
+    return f"a cold host spends {_xproc.import_times(text)}"
 
 
 async def _host_imports() -> str:

@@ -245,18 +245,6 @@ async def _stall_guard(what: str) -> AsyncIterator[None]:
         ) from exc
 
 
-def _blocking_rtt_round(roundtrip: Callable[[], Any], ops: int, warmup: int) -> list[int]:
-    clock = perf_counter_ns
-    samples = [0] * ops
-    for _ in range(warmup):
-        roundtrip()
-    for i in range(ops):
-        start = clock()
-        roundtrip()
-        samples[i] = clock() - start
-    return samples
-
-
 def _floor_roundtrip(link: child.Framed, size: str) -> Callable[[], Any]:
     send, recv, decode, msg = link.send, link.recv, child.decoder_for(size).decode, _MESSAGE[size]
 
@@ -298,8 +286,8 @@ def _rtt_group(size: str, settings: Settings) -> GroupResult:
             LATENCY,
             {
                 OURS: partial(ours, ops, warmup),
-                FLOOR: partial(_blocking_rtt_round, floor, ops, warmup),
-                PIPE: partial(_blocking_rtt_round, pipe, ops, warmup),
+                FLOOR: partial(_peers.blocking_rtt_round, floor, ops, warmup),
+                PIPE: partial(_peers.blocking_rtt_round, pipe, ops, warmup),
                 **others,
             },
         )
@@ -646,6 +634,11 @@ def _child_imports(count: int = 4) -> str:
         asyncio.run(_importtime_spawn(err))
         err.seek(0)
         text = err.read().decode(errors="replace")
+    return f"the child spends {import_times(text, count)}"
+
+
+def import_times(text: str, count: int = 4) -> str:
+    """Total and largest top-level imports from PYTHONPROFILEIMPORTTIME output."""
     total, top = 0, []
     for line in text.splitlines():
         fields = line.removeprefix("import time:").split("|")
@@ -656,7 +649,7 @@ def _child_imports(count: int = 4) -> str:
             top.append((int(fields[1]), fields[2].strip()))
     top.sort(reverse=True)
     largest = ", ".join(f"{name} {us / 1e3:.0f}" for us, name in top[:count])
-    return f"the child spends {total / 1e3:.0f} ms importing (largest, ms: {largest})"
+    return f"{total / 1e3:.0f} ms importing (largest, ms: {largest})"
 
 
 # ------------------------------------------------------------------- the registry
