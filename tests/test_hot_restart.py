@@ -24,14 +24,19 @@ def run(main: object) -> T:  # type: ignore[type-var]
 
 
 async def pipelined_calls(
-    client: wm.Sender[Incr], n: int, halfway: asyncio.Event
+    client: wm.Sender[Incr],
+    n: int,
+    futures: list[asyncio.Future[tuple[int, int]]],
+    halfway: asyncio.Event,
+    moved: asyncio.Event,
 ) -> list[asyncio.Future[tuple[int, int]]]:
-    """Send ``n`` calls back to back from one sender; say when half are out."""
-    futures = []
+    """Send ``n`` calls back to back from one sender into ``futures``; say when half
+    are out, and send the rest once the worker has ``moved``."""
     for i in range(n):
         futures.append(asyncio.ensure_future(client.call(Incr, 1)))
         if i == n // 2:
             halfway.set()
+            await moved.wait()
         await asyncio.sleep(0)  # let the other senders interleave; not a synchronisation
     return futures
 
@@ -46,12 +51,17 @@ def test_restart_into_fresh_process_under_load_loses_nothing() -> None:
             del requests
             senders = [client.clone() for _ in range(SENDERS)]
             halfway = [asyncio.Event() for _ in senders]
+            moved = asyncio.Event()
+            futures: list[list[asyncio.Future[tuple[int, int]]]] = [[] for _ in senders]
             tasks = [
-                asyncio.ensure_future(pipelined_calls(s, CALLS_PER_SENDER, h))
-                for s, h in zip(senders, halfway, strict=True)
+                asyncio.ensure_future(pipelined_calls(s, CALLS_PER_SENDER, f, h, moved))
+                for s, f, h in zip(senders, futures, halfway, strict=True)
             ]
             await halfway[0].wait()
-            handle.restart(second)
+            await futures[0][0]  # the first process has answered at least one call
+            handle.restart(second)  # with the rest of the first halves in flight
+            started = await handle.next_event()
+            moved.set()  # the second halves go to the new process
             per_sender = [[await f for f in await t] for t in tasks]
             results = [r for mine in per_sender for r in mine]
 
@@ -65,7 +75,7 @@ def test_restart_into_fresh_process_under_load_loses_nothing() -> None:
             pids = [pid for pid, _total in results]
             assert len(set(pids)) == 2, "the restart did not move the worker"
             assert os.getpid() not in pids
-            assert isinstance(await handle.next_event(), wm.Started)
+            assert isinstance(started, wm.Started)
             _new_pid, total = await client.call(Incr, 0)
             assert total == SENDERS * CALLS_PER_SENDER
             first.close()  # the old process has no hosts and no workers now: it exits
