@@ -64,7 +64,8 @@ _ANC_SIZE = socket.CMSG_SPACE(MAX_FDS_PER_SEND * _FD_SIZE)
 _SMALL_FRAME = 4096  # frames up to this size are copied behind their header
 
 
-def _new_loop() -> asyncio.AbstractEventLoop:
+def new_event_loop() -> asyncio.AbstractEventLoop:
+    """A new event loop: uvloop's when it is installed (an optional speed-up)."""
     try:
         # An optional speed-up; without the extra installed, mypy cannot see it.
         import uvloop  # type: ignore[import-not-found, unused-ignore]  # noqa: PLC0415
@@ -85,7 +86,7 @@ class IoLoop:
         self._ready.wait()
 
     def _run(self) -> None:
-        loop = _new_loop()
+        loop = new_event_loop()
         asyncio.set_event_loop(loop)
         self.loop = loop
         self._ready.set()

@@ -37,7 +37,7 @@ from .._channel._mpsc import receiver_from_port
 from .._errors import ChannelClosed, ChannelFailed, RemoteError
 from .._ids import NodeId, PortId, node_name
 from .._node import LocalNode, Port, install_process_node
-from .._transport import Connection
+from .._transport import Connection, new_event_loop
 from .._wire import Limits, Message
 from ._liveness import answer_pings
 from ._protocol import (
@@ -270,7 +270,10 @@ def run_invitation(inv: Invitation) -> NoReturn:
         parent, socket.socket(fileno=inv.fd), send_hello=inv.secret, limits=inv.limits
     )
     log.debug("child %r joined as %s", inv.name, node_name(node.id))
-    code = asyncio.run(_serve_at_home(runtime, link, port, inv, sandbox_error))
+    # The entry's loop also reads the links (see _serve_at_home): uvloop, when it
+    # is installed, as for the I/O thread.
+    with asyncio.Runner(loop_factory=new_event_loop) as runner:
+        code = runner.run(_serve_at_home(runtime, link, port, inv, sandbox_error))
     if link is not None and link.error is not None:
         log.error("child %r exits: its link to the parent was cut: %s", inv.name, link.error)
         code = 1
