@@ -240,3 +240,21 @@ def test_frames_held_for_a_burst_go_out_even_if_the_loop_then_blocks(io: IoLoop)
     got = asyncio.run(send_then_block())
     assert [p.data for p in got] == [b"first", b"second"]
     pair.close()
+
+
+def test_what_a_peer_sent_before_going_arrives_even_if_a_write_finds_it_gone(
+    io: IoLoop,
+) -> None:
+    """A write that fails because the peer left must not drop what the peer sent first."""
+    pair = Pair(io)
+    inbox = Inbox()
+    pair.pb.set_handler(inbox)
+    # b reads nothing until its write fails.
+    io.call_sync(lambda: pair.cb.io._loop.remove_reader(pair.cb.sock.fileno()))
+    pair.pa.send(Payload(b"last words"))
+    io.call_sync(lambda: pair.ca.close(None))  # a leaves; its message waits in b's socket
+    pair.pb.send(Payload(b"to nobody"))  # b's write fails: a is gone
+    assert inbox.closed.wait(10)
+    assert [p.data for p in inbox.items] == [b"last words"]
+    assert pair.cb.closed
+    assert pair.cb.error is None  # an orderly end

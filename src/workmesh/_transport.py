@@ -340,7 +340,7 @@ class Connection:
         except BlockingIOError:
             pass
         except (BrokenPipeError, ConnectionResetError):
-            self.io.call(self.close, None)  # the peer went away: an end, not a failure
+            self.io.call(self._end_after_reading)  # the peer went away: an end, not a failure
             return
         except OSError as exc:
             self.io.call(self.close, exc)
@@ -348,6 +348,29 @@ class Connection:
         if self._out:
             self._writing = True
             self.io.call(self._start_writer)
+
+    def _end_after_reading(self) -> None:
+        """The peer went away while we wrote to it: take in what it sent, then end.
+
+        Everything it sent before going is queued on our side of the socket by now;
+        closing at once would drop it (a child's last messages -- the close of a
+        channel, say -- read as a node failure because a write of ours found the
+        child gone before its last frames were read).
+        """
+        if self.closed:
+            return
+        try:
+            while not self.closed and self._read_once() > 0:
+                pass
+        except BlockingIOError:
+            pass
+        except (ProtocolError, PayloadError) as exc:
+            self.close(exc)
+            return
+        except OSError:
+            pass  # reset: what was queued has been read
+        if not self.closed:
+            self.close(None)
 
     def _start_writer(self) -> None:
         if not self.closed:
