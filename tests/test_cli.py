@@ -54,6 +54,28 @@ def test_bench_passes_its_options_through() -> None:
     assert "inproc-loop-rtt" in proc.stdout
 
 
+def test_a_reader_that_stops_early_gets_no_traceback() -> None:
+    """``workmesh bench --list | head -1``: the closed pipe is not our error."""
+    import fcntl  # noqa: PLC0415 - Linux only, as the project is
+
+    read_end, write_end = os.pipe()
+    fcntl.fcntl(read_end, fcntl.F_SETPIPE_SZ, 4096)  # smaller than the listing
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "workmesh", "bench", "--list"],
+        stdout=write_end,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+        text=True,
+    )
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as reader:
+        assert reader.readline().startswith(b"inproc-loop-rtt")
+    _out, err = proc.communicate(timeout=50)
+    assert "Traceback" not in err, err
+    assert "BrokenPipeError" not in err, err
+    assert proc.returncode == 1
+
+
 def test_unknown_command_is_a_usage_error() -> None:
     proc = run("frobnicate")
     assert proc.returncode == 2
