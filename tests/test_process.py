@@ -14,6 +14,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -290,6 +291,54 @@ def test_malformed_bytes_cut_one_child_and_spare_the_others(
 
     run(main)
     assert any("connection to N-" in r.message and "cut" in r.message for r in caplog.records)
+
+
+async def report_home(message: wm.Message) -> None:
+    """Say whether this child reads its link to the parent on the loop it runs on."""
+    from workmesh._process._runtime import acquire_runtime  # noqa: PLC0415
+
+    reply = message.parse(wm.Sender[bool])
+    (conn,) = acquire_runtime().connections.values()
+    reply.send(conn.home is asyncio.get_running_loop())
+    reply.close()
+
+
+def test_links_are_read_on_the_loops_that_use_them() -> None:
+    """The parent reads a child's link on the Mesh's loop, the child on its main loop."""
+
+    async def main() -> None:
+        async with Mesh("test") as mesh:
+            tx, rx = wm.channel(bool)
+            child = await mesh.spawn("home", f"{HERE}:report_home", tx)
+            assert await within(rx.recv()) is True
+            link = mesh.runtime.connections[child.node_id]
+            assert link.home is asyncio.get_running_loop()
+            assert await within(child.wait()) == 0
+
+    run(main)
+
+
+def test_a_blocked_parent_loop_does_not_stall_other_threads() -> None:
+    """While the Mesh's loop is blocked, a thread still gets its replies from a child."""
+
+    async def main() -> None:
+        async with Mesh("test") as mesh:
+            child, tx, rx = await spawn_echo(mesh)
+            got: list[Any] = []
+
+            def ask() -> None:
+                for i in range(20):
+                    tx.send(i)
+                    got.append(rx.recv_blocking(timeout=10))
+
+            asker = threading.Thread(target=ask)
+            asker.start()
+            asker.join()  # blocks the Mesh's loop: the I/O thread reads in its place
+            assert got == list(range(20))
+            tx.close()
+            assert await within(child.wait()) == 0
+
+    run(main)
 
 
 def test_leaving_the_mesh_shuts_children_down() -> None:

@@ -6,7 +6,7 @@ import asyncio
 import os
 import socket
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -242,6 +242,152 @@ def test_frames_held_for_a_burst_go_out_even_if_the_loop_then_blocks(io: IoLoop)
     pair.close()
 
 
+# ----------------------------------------------------------------- home loop
+
+
+class ThreadInbox(Inbox):
+    """An inbox that also records which thread delivered each message."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.threads: list[int] = []
+        self._at: tuple[int, Callable[[], object]] | None = None
+
+    def when_count(self, count: int, callback: Callable[[], object]) -> None:
+        self._at = (count, callback)
+
+    def port_message(self, port: Port, payload: Payload, wakes: list[object]) -> None:
+        self.threads.append(threading.get_ident())
+        super().port_message(port, payload, wakes)
+        if self._at is not None and len(self.items) == self._at[0]:
+            self._at[1]()
+
+
+def test_a_homed_connection_is_read_on_its_loop(io: IoLoop) -> None:
+    """Frames are read and delivered on the home loop: no hand-off from the I/O thread."""
+    pair = Pair(io)
+    inbox = ThreadInbox()
+    pair.pb.set_handler(inbox)
+
+    async def homed() -> None:
+        pair.cb.adopt()
+        assert pair.cb.home is asyncio.get_running_loop()
+        loop = asyncio.get_running_loop()
+        all_in: asyncio.Future[None] = loop.create_future()
+        inbox.when_count(300, lambda: loop.call_soon_threadsafe(all_in.set_result, None))
+        sender = threading.Thread(
+            target=lambda: [pair.pa.send(Payload(b"%d" % i)) for i in range(300)]
+        )
+        sender.start()
+        await all_in
+        sender.join()
+        pair.cb.leave_home()
+        assert pair.cb.home is None
+
+    asyncio.run(homed())
+    me = threading.get_ident()
+    assert [p.data for p in inbox.items] == [b"%d" % i for i in range(300)]
+    # A message or two may be read by the I/O thread while it still watches; the
+    # rest must come on the home loop.
+    assert inbox.threads.count(me) >= 290, f"{inbox.threads.count(me)} of 300 on the home loop"
+    # Given back: the I/O thread reads again.
+    pair.pa.send(Payload(b"after"))
+    assert inbox.wait_for(301)[-1].data == b"after"
+    assert inbox.threads[-1] == io.thread.ident
+    pair.close()
+
+
+def test_a_blocked_home_loop_does_not_stall_its_connection(io: IoLoop) -> None:
+    """Data left unread by a blocked home loop is read by the I/O thread instead."""
+    pair = Pair(io)
+    inbox = ThreadInbox()
+    pair.pb.set_handler(inbox)
+
+    async def block_while_messages_come() -> None:
+        pair.cb.adopt()
+        sender = threading.Thread(
+            target=lambda: [pair.pa.send(Payload(b"%d" % i)) for i in range(50)]
+        )
+        sender.start()
+        got = inbox.wait_for(50)  # blocks this loop: nothing here can read
+        sender.join()
+        assert [p.data for p in got] == [b"%d" % i for i in range(50)]
+        pair.cb.leave_home()
+
+    asyncio.run(block_while_messages_come())
+    assert set(inbox.threads) == {io.thread.ident}
+    pair.close()
+
+
+def test_a_home_loop_that_stops_running_does_not_stall_its_connection(io: IoLoop) -> None:
+    """Between runs of a loop (asyncio.Runner), the I/O thread reads in its place."""
+    pair = Pair(io)
+    inbox = ThreadInbox()
+    pair.pb.set_handler(inbox)
+
+    async def adopt() -> None:
+        pair.cb.adopt()
+
+    async def leave() -> None:
+        pair.cb.leave_home()
+
+    with asyncio.Runner() as runner:
+        runner.run(adopt())
+        pair.pa.send(Payload(b"while stopped"))
+        assert inbox.wait_for(1)[0].data == b"while stopped"
+        runner.run(leave())
+    assert inbox.threads == [io.thread.ident]
+    pair.close()
+
+
+def test_a_connection_ending_while_homed_fails_its_ports_and_closes_its_socket(
+    io: IoLoop,
+) -> None:
+    pair = Pair(io)
+    inbox = Inbox()
+    pair.pb.set_handler(inbox)
+
+    async def homed() -> None:
+        pair.cb.adopt()
+        io.call_sync(lambda: pair.ca.close(None))  # the peer hangs up
+        await asyncio.to_thread(inbox.closed.wait, 10)
+        assert pair.cb.closed
+        pair.cb.leave_home()
+
+    asyncio.run(homed())
+    assert inbox.failed is not None
+    assert "remote node disconnected" in str(inbox.failed)
+    assert pair.cb.sock.fileno() == -1  # closed, once the home loop let go of it
+
+
+def test_a_malformed_stream_on_a_homed_connection_cuts_it(io: IoLoop) -> None:
+    raw, conn, cut = raw_connection(io)
+
+    async def homed() -> None:
+        conn.adopt()
+        raw.sendall(frame_prefix(3) + b"\xc1\xc1\xc1")
+        assert await asyncio.to_thread(cut.wait, 10)
+        conn.leave_home()
+
+    asyncio.run(homed())
+    assert conn.closed
+    assert "malformed frame" in str(conn.error)
+    assert conn.sock.fileno() == -1
+    raw.close()
+
+
+def test_a_home_loop_that_closes_without_leaving_lets_the_socket_close(io: IoLoop) -> None:
+    """A loop closed while it still read a connection cannot keep the socket open."""
+    pair = Pair(io)
+
+    async def adopt() -> None:
+        pair.cb.adopt()
+
+    asyncio.run(adopt())  # the loop closes, its selector with it
+    pair.close()
+    assert pair.cb.sock.fileno() == -1
+
+
 def test_what_a_peer_sent_before_going_arrives_even_if_a_write_finds_it_gone(
     io: IoLoop,
 ) -> None:
@@ -249,8 +395,12 @@ def test_what_a_peer_sent_before_going_arrives_even_if_a_write_finds_it_gone(
     pair = Pair(io)
     inbox = Inbox()
     pair.pb.set_handler(inbox)
-    # b reads nothing until its write fails.
-    io.call_sync(lambda: pair.cb.io._loop.remove_reader(pair.cb.sock.fileno()))
+
+    def stop_reading() -> None:  # b reads nothing until its write fails
+        pair.cb.io._loop.remove_reader(pair.cb.sock.fileno())
+        pair.cb._io_watching = False
+
+    io.call_sync(stop_reading)
     pair.pa.send(Payload(b"last words"))
     io.call_sync(lambda: pair.ca.close(None))  # a leaves; its message waits in b's socket
     pair.pb.send(Payload(b"to nobody"))  # b's write fails: a is gone

@@ -15,6 +15,13 @@ connected ``AF_UNIX``/``SOCK_STREAM`` socket:
   and one flush per loop turn takes every waiting frame and sends them with as
   few ``sendmsg`` calls as possible, descriptors riding on the call that carries
   their frame's first byte.
+* Reading can move to a *home loop*: the asyncio loop of the code that does the
+  messaging (the Mesh's loop in a parent, the main loop in a child).  Frames are
+  then read and delivered on that loop, so a coroutine waiting there for a reply
+  is woken directly instead of through a hand-off from the I/O thread (see
+  :meth:`Connection.adopt`).  The I/O thread keeps an eye on the socket and reads
+  in the home loop's place whenever data waits unread for a grace period (the
+  home loop is blocked or not running), so a blocked loop never stalls others.
 * A malformed stream, an oversized frame, lost descriptors or an I/O error cut the
   connection (the error is logged) and fail every port routed through that node;
   a clean end of stream is an orderly disconnect.  Other connections carry on.
@@ -49,13 +56,16 @@ MAX_FDS_PER_SEND = 250  # the kernel's SCM_MAX_FD is 253
 _MSG_CTRUNC = int(socket.MSG_CTRUNC)  # a plain int: the flag enum's & is slow
 LAZY_DELAY = 0.001  # seconds housekeeping frames may wait for company
 BURST_BACKSTOP = 0.002  # seconds a blocked sender's queued frames may wait
+HOME_CHECK = 0.002  # seconds the I/O thread looks away while the home loop reads
+HOME_GRACE = 0.001  # seconds data may wait unread before the I/O thread reads it
 MAX_IOV = 512  # below the kernel's IOV_MAX of 1024 buffers per sendmsg
 _FD_SIZE = array.array("i").itemsize
 _ANC_SIZE = socket.CMSG_SPACE(MAX_FDS_PER_SEND * _FD_SIZE)
 _SMALL_FRAME = 4096  # frames up to this size are copied behind their header
 
 
-def _new_loop() -> asyncio.AbstractEventLoop:
+def new_event_loop() -> asyncio.AbstractEventLoop:
+    """A new event loop: uvloop's when it is installed (an optional speed-up)."""
     try:
         # An optional speed-up; without the extra installed, mypy cannot see it.
         import uvloop  # type: ignore[import-not-found, unused-ignore]  # noqa: PLC0415
@@ -76,7 +86,7 @@ class IoLoop:
         self._ready.wait()
 
     def _run(self) -> None:
-        loop = _new_loop()
+        loop = new_event_loop()
         asyncio.set_event_loop(loop)
         self.loop = loop
         self._ready.set()
@@ -163,8 +173,27 @@ class Connection:
         self._backstop_armed = False
         self._wlock = threading.RLock()
         self._writing = False  # the I/O thread waits for the socket to drain
+        # Reading, decoding and delivering happen under _rlock, on the I/O thread or
+        # on the home loop (lock order: _rlock before _wlock).  See adopt().  Only
+        # writers may hold _wlock: a flush turned away while it is held is repeated
+        # by the holder, and the node does not ask twice.
+        self._rlock = threading.RLock()
+        self._broken = False  # a read failed on the home loop; close() is on its way
+        self._home: asyncio.AbstractEventLoop | None = None
+        self._home_watching = False  # the home loop's selector has the socket
+        self._home_reads = 0  # turns of the home loop that looked at the socket
+        self._home_lazy: asyncio.TimerHandle | None = None
+        self._io_watching = False  # the I/O loop's selector has the socket
+        self._io_seen = 0  # _home_reads when the I/O thread last looked
+        self._io_suspect = False  # data waited once already with no home progress
+        self._io_pause: asyncio.TimerHandle | None = None
         self.closed = False
         self.error: BaseException | None = None
+
+    @property
+    def home(self) -> asyncio.AbstractEventLoop | None:
+        """The loop that reads this connection in the I/O thread's place, if any."""
+        return self._home
 
     @property
     def queued_segments(self) -> int:
@@ -178,14 +207,16 @@ class Connection:
     def start(self) -> None:
         """Begin servicing the socket (call on the loop thread)."""
         self.sock.setblocking(False)
-        self.io._loop.add_reader(self.sock.fileno(), self._on_readable)
+        self._io_watch()
         self.node.connect(self.peer, self._notify, self._notify_lazy)
         if self._out:
             self._flush()
 
     def close(self, error: BaseException | None = None) -> None:
         """Cut the connection (loop thread).  ``error`` None means an orderly end."""
-        with self._wlock:  # no thread may be inside sendmsg on this socket meanwhile
+        # Any read in progress on the home loop finishes first (lock order: _rlock,
+        # then _wlock), and no thread may be inside sendmsg on this socket meanwhile.
+        with self._rlock, self._wlock:
             if self.closed:
                 return
             self.closed = True
@@ -193,11 +224,16 @@ class Connection:
             if self._lazy_timer is not None:
                 self._lazy_timer.cancel()
                 self._lazy_timer = None
+            if self._io_pause is not None:
+                self._io_pause.cancel()
+                self._io_pause = None
             fd = self.sock.fileno()
             if fd >= 0:
-                self.io._loop.remove_reader(fd)
+                if self._io_watching:
+                    self.io._loop.remove_reader(fd)
+                    self._io_watching = False
                 self.io._loop.remove_writer(fd)
-            self.sock.close()
+            self._close_socket()
             for segment in self._out:
                 for owned in segment[1]:
                     owned.close()
@@ -214,6 +250,24 @@ class Connection:
             self.node.fail_node(self.peer, f"connection failed: {error}", error)
         if self.on_closed is not None:
             self.on_closed(self, error)
+
+    def _close_socket(self) -> None:
+        """Close the socket, or have the home loop close it once it has let go of it.
+
+        A selector must not watch a descriptor that is closed under it (the number
+        could be reused), and only the home loop's own thread may unregister it.
+        """
+        home = self._home
+        if home is not None and self._home_watching:
+            # Until then the peer must still see the end of the stream at once.
+            with contextlib.suppress(OSError):
+                self.sock.shutdown(socket.SHUT_RDWR)
+            try:
+                home.call_soon_threadsafe(self._home_close)
+            except RuntimeError:  # the home loop is closed, and its selector with it
+                self.sock.close()
+            return
+        self.sock.close()
 
     def drain_blocking(self, timeout: float) -> bool:
         """Write out everything queued, blocking up to ``timeout`` s (process exit)."""
@@ -296,13 +350,23 @@ class Connection:
         write (and a wake-up of the peer's I/O thread) each: measured, a third of
         the writes of a cross-process call.  A timer bounds the wait.
         """
-        if not self.io.on_loop():
-            self._flush()
-        elif self._lazy_timer is None and not self.closed:
-            self._lazy_timer = self.io._loop.call_later(LAZY_DELAY, self._lazy_flush)
+        if self.io.on_loop():
+            if self._lazy_timer is None and not self.closed:
+                self._lazy_timer = self.io._loop.call_later(LAZY_DELAY, self._lazy_flush)
+            return
+        home = self._home
+        if home is not None and asyncio._get_running_loop() is home:
+            if self._home_lazy is None and not self.closed:
+                self._home_lazy = home.call_later(LAZY_DELAY, self._home_lazy_flush)
+            return
+        self._flush()
 
     def _lazy_flush(self) -> None:
         self._lazy_timer = None
+        self._flush()
+
+    def _home_lazy_flush(self) -> None:
+        self._home_lazy = None
         self._flush()
 
     def _flush(self) -> None:
@@ -354,21 +418,21 @@ class Connection:
 
         Everything it sent before going is queued on our side of the socket by now;
         closing at once would drop it (a child's last messages -- the close of a
-        channel, say -- read as a node failure because a write of ours found the
-        child gone before its last frames were read).
+        channel, say -- lost because a write of ours found it gone first).
         """
         if self.closed:
             return
-        try:
-            while not self.closed and self._read_once() > 0:
+        with self._rlock:
+            try:
+                while not self.closed and not self._broken and self._read_once() > 0:
+                    pass
+            except BlockingIOError:
                 pass
-        except BlockingIOError:
-            pass
-        except (ProtocolError, PayloadError) as exc:
-            self.close(exc)
-            return
-        except OSError:
-            pass  # reset: what was queued has been read
+            except (ProtocolError, PayloadError) as exc:
+                self._cut(exc)
+                return
+            except OSError:
+                pass  # reset: what was queued has been read
         if not self.closed:
             self.close(None)
 
@@ -431,21 +495,123 @@ class Connection:
                 out[0][0] = view[sent:]
                 sent = 0
 
+    # ----------------------------------------------------------------- home loop
+    # Without a home loop the I/O thread reads every frame and hands each message to
+    # the loop or thread waiting for it: a thread hop per message, on each side of a
+    # round trip.  adopt() moves reading to the loop that does the messaging.  The
+    # I/O thread still watches the socket, but looks away for HOME_CHECK whenever it
+    # sees the home loop making progress; if data waits HOME_GRACE with no home
+    # progress (the loop is blocked, or stopped between runs), it reads in its place
+    # until the home loop comes back.  Either reader holds _rlock, so frames are
+    # decoded and delivered once and in order.  Measured on a small Rpc round trip to
+    # a child whose worker is asyncio, with both ends homed: see docs/performance.md.
+
+    def adopt(self) -> None:
+        """Read on the running loop (call on its thread) instead of the I/O thread.
+
+        The loop's owner must call :meth:`leave_home` on it before the loop stops
+        for good; until then, the socket is only closed on that loop.
+        """
+        loop = asyncio.get_running_loop()
+        with self._rlock:
+            if self.closed or self._home is not None:
+                return
+            self._home = loop
+            loop.add_reader(self.sock.fileno(), self._home_readable)
+            self._home_watching = True
+
+    def leave_home(self) -> None:
+        """Give reading back to the I/O thread (call on the home loop's thread)."""
+        with self._rlock:
+            home = self._home
+            if home is None:
+                return
+            if self._home_watching:
+                self._home_watching = False
+                home.remove_reader(self.sock.fileno())
+            if self._home_lazy is not None:
+                self._home_lazy.cancel()
+                self._home_lazy = None
+            self._home = None
+            if self.closed:
+                self.sock.close()  # close() left it to us
+                return
+        self.io.call(self._io_watch)
+
+    def _home_close(self) -> None:
+        """The connection closed while the home loop watched it (home loop)."""
+        with self._rlock:
+            if self._home_watching and self._home is not None:
+                self._home_watching = False
+                self._home.remove_reader(self.sock.fileno())
+            self.sock.close()
+
+    def _home_readable(self) -> None:
+        self._home_reads += 1
+        if self._broken or self.closed:
+            self._home_unwatch()
+            return
+        self._read_available()
+
+    def _home_unwatch(self) -> None:
+        with self._rlock:
+            if self._home_watching and self._home is not None:
+                self._home.remove_reader(self.sock.fileno())
+                self._home_watching = False
+
+    def _io_watch(self) -> None:
+        self._io_pause = None
+        if not self.closed and not self._io_watching:
+            self.io._loop.add_reader(self.sock.fileno(), self._io_readable)
+            self._io_watching = True
+
+    def _io_look_away(self, delay: float) -> None:
+        self.io._loop.remove_reader(self.sock.fileno())
+        self._io_watching = False
+        self._io_pause = self.io._loop.call_later(delay, self._io_watch)
+
+    def _io_readable(self) -> None:
+        if self._home is not None and self._home_watching:
+            reads = self._home_reads
+            if reads != self._io_seen:  # the home loop is reading: leave it to it
+                self._io_seen = reads
+                self._io_suspect = False
+                self._io_look_away(HOME_CHECK)
+                return
+            if not self._io_suspect:  # it may be about to: give it a grace period
+                self._io_suspect = True
+                self._io_look_away(HOME_GRACE)
+                return
+            # Data has waited a grace period with no home progress: read it here.
+        self._read_available()
+
     # ----------------------------------------------------------------- reading
-    def _on_readable(self) -> None:
-        try:
-            for _ in range(16):  # drain a burst, but let other connections run too
-                n = self._read_once()
-                if n < len(self._rbuf):
-                    break
-        except BlockingIOError:
-            pass
-        except (ProtocolError, PayloadError) as exc:
-            self.close(exc)
-        except ConnectionResetError:
-            self.close(None)
-        except OSError as exc:
-            self.close(exc)
+    def _read_available(self) -> None:
+        with self._rlock:
+            if self.closed or self._broken:
+                return
+            try:
+                for _ in range(16):  # drain a burst, but let other connections run too
+                    n = self._read_once()
+                    if n < len(self._rbuf):
+                        break
+            except BlockingIOError:
+                pass
+            except (ProtocolError, PayloadError) as exc:
+                self._cut(exc)
+            except ConnectionResetError:
+                self._cut(None)
+            except OSError as exc:
+                self._cut(exc)
+
+    def _cut(self, error: BaseException | None) -> None:
+        """Close for a read's outcome: here on the I/O thread, else by it, soon."""
+        if self.io.on_loop():
+            self.close(error)
+            return
+        self._broken = True  # no more reads: the stream is at its end or corrupt
+        self._home_unwatch()  # a level-triggered end of stream would spin the loop
+        self.io.call(self.close, error)
 
     def _read_once(self) -> int:
         n, ancdata, flags, _addr = self.sock.recvmsg_into([self._rview], _ANC_SIZE)
@@ -455,7 +621,7 @@ class Connection:
         if n == 0:
             if self._decoder.pending:
                 raise ProtocolError("stream ended inside a frame")
-            self.close(None)
+            self._cut(None)
             return 0
         data = self._rview[:n]
         if self._hello:

@@ -37,6 +37,7 @@ from .._channel._mpsc import receiver_from_port
 from .._errors import ChannelClosed, ChannelFailed, RemoteError
 from .._ids import NodeId, PortId, node_name
 from .._node import LocalNode, Port, install_process_node
+from .._transport import Connection, new_event_loop
 from .._wire import Limits, Message
 from ._liveness import answer_pings
 from ._protocol import (
@@ -135,7 +136,8 @@ def _connect(request: Connect, runtime: Runtime, limits: Limits | None) -> None:
         runtime.node.fail_node(peer, "no such node in the mesh")
         return
     sock = socket.socket(fileno=request.fd.detach())
-    runtime.attach(peer, sock, limits=limits)  # a sibling gets the limits the parent gets
+    # A sibling gets the limits the parent gets, and is read on this (the main) loop.
+    runtime.adopt(runtime.attach(peer, sock, limits=limits))
 
 
 def _refuse_start(init: InitialMessage, stage: str, error: RemoteError) -> int:
@@ -185,6 +187,26 @@ async def _serve(
     init.requests.close()
     leader.close()
     return code
+
+
+async def _serve_at_home(
+    runtime: Runtime,
+    link: Connection | None,
+    port: Port,
+    inv: Invitation,
+    sandbox_error: RemoteError | None,
+) -> int:
+    """Serve with this process's links read on the main loop, where the entry runs.
+
+    An asyncio entry then gets its messages without a hand-off from the I/O thread;
+    the links go back to the I/O thread before the loop ends (it keeps draining
+    and settling them until the process exits).
+    """
+    runtime.adopt(link)
+    try:
+        return await _serve(runtime, port, inv, sandbox_error)
+    finally:
+        runtime.leave_homes()
 
 
 def _settle(node: LocalNode) -> None:
@@ -248,7 +270,10 @@ def run_invitation(inv: Invitation) -> NoReturn:
         parent, socket.socket(fileno=inv.fd), send_hello=inv.secret, limits=inv.limits
     )
     log.debug("child %r joined as %s", inv.name, node_name(node.id))
-    code = asyncio.run(_serve(runtime, port, inv, sandbox_error))
+    # The entry's loop also reads the links (see _serve_at_home): uvloop, when it
+    # is installed, as for the I/O thread.
+    with asyncio.Runner(loop_factory=new_event_loop) as runner:
+        code = runner.run(_serve_at_home(runtime, link, port, inv, sandbox_error))
     if link is not None and link.error is not None:
         log.error("child %r exits: its link to the parent was cut: %s", inv.name, link.error)
         code = 1

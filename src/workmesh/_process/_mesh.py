@@ -395,7 +395,7 @@ class Mesh:
             parent_port=parent_port,
             child_port=child_port,
         )
-        runtime.attach(
+        link = runtime.attach(
             child_id,
             parent_sock,
             expect_hello=secret,
@@ -403,6 +403,9 @@ class Mesh:
             on_eof=lambda _conn: self._link_ended(runtime, child),
             on_cut=lambda _conn, error: self._link_cut(runtime, child, error),
         )
+        # Read the child's frames on this loop: a reply wakes its caller here
+        # directly, with no hand-off from the I/O thread (given back at shutdown).
+        runtime.adopt(link)
         try:
             await self._until_ready(child)
         except BaseException:
@@ -681,6 +684,7 @@ class Mesh:
         """Ask every child to exit; kill those that have not within the timeout."""
         if self._runtime is None:
             return
+        self._runtime.leave_homes(set(self.children))
         for server in self._diagnostics:
             await server.aclose()
         self._diagnostics.clear()

@@ -7,6 +7,7 @@ stopped by the last, so no I/O thread outlives the meshes that needed it.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 import socket
@@ -27,6 +28,7 @@ class Runtime:
         self.node = node
         self.io = IoLoop()
         self.connections: dict[NodeId, Connection] = {}
+        self._homed: set[Connection] = set()  # connections read on a home loop
         self._lock = threading.Lock()
 
     def attach(
@@ -79,6 +81,30 @@ class Runtime:
             log.debug("not connecting to %s: %s", node_name(peer), exc)
             return None
         return conn
+
+    def adopt(self, conn: Connection | None) -> None:
+        """Read ``conn`` on the running loop (see :meth:`Connection.adopt`).
+
+        The loop's owner calls :meth:`leave_homes` on it before the loop stops.
+        """
+        if conn is None:
+            return
+        conn.adopt()
+        with self._lock:
+            self._homed.add(conn)
+
+    def leave_homes(self, peers: set[NodeId] | None = None) -> None:
+        """Hand the running loop's connections (to ``peers``, or all) back to the I/O thread."""
+        loop = asyncio.get_running_loop()
+        with self._lock:
+            leaving = [
+                conn
+                for conn in self._homed
+                if conn.home is loop and (peers is None or conn.peer in peers)
+            ]
+            self._homed.difference_update(leaving)
+        for conn in leaving:
+            conn.leave_home()
 
     def _discard(self, conn: Connection) -> None:
         """Undo a connection whose start was refused (loop thread): nothing went over it."""
