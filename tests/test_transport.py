@@ -408,3 +408,29 @@ def test_what_a_peer_sent_before_going_arrives_even_if_a_write_finds_it_gone(
     assert [p.data for p in inbox.items] == [b"last words"]
     assert pair.cb.closed
     assert pair.cb.error is None  # an orderly end
+
+
+def test_leaving_home_sends_the_housekeeping_frames_that_waited_there(io: IoLoop) -> None:
+    """An acknowledgement made on the home loop waits for company; leaving sends it."""
+    pair = Pair(io)
+    inbox = ThreadInbox()
+    pair.pb.set_handler(inbox)
+    mine, theirs = pair.a.new_pair()
+
+    async def homed() -> None:
+        loop = asyncio.get_running_loop()
+        arrived: asyncio.Future[None] = loop.create_future()
+        inbox.when_count(1, lambda: loop.call_soon_threadsafe(arrived.set_result, None))
+        pair.cb.adopt()
+        pair.pa.send(Payload(b"a port", [theirs]))  # its peer stays on a: a lazy ack
+        await arrived  # delivered on this loop; the ack waits on this loop's timer
+        pair.cb.leave_home()
+
+    asyncio.run(homed())
+    settled = threading.Event()
+    pair.a.when_settled(settled.set)  # a's proxy for `theirs` retires on the ack
+    assert settled.wait(10)
+    (moved,) = inbox.items[0].resources
+    moved.close()
+    mine.close()
+    pair.close()

@@ -529,14 +529,16 @@ class Connection:
             if self._home_watching:
                 self._home_watching = False
                 home.remove_reader(self.sock.fileno())
-            if self._home_lazy is not None:
-                self._home_lazy.cancel()
-                self._home_lazy = None
+            lazy, self._home_lazy = self._home_lazy, None
+            if lazy is not None:
+                lazy.cancel()
             self._home = None
             if self.closed:
                 self.sock.close()  # close() left it to us
                 return
         self.io.call(self._io_watch)
+        if lazy is not None:
+            self._flush()  # housekeeping frames that waited on this loop's timer
 
     def _home_close(self) -> None:
         """The connection closed while the home loop watched it (home loop)."""
