@@ -420,20 +420,8 @@ class Connection:
         closing at once would drop it (a child's last messages -- the close of a
         channel, say -- lost because a write of ours found it gone first).
         """
-        if self.closed:
-            return
-        with self._rlock:
-            try:
-                while not self.closed and not self._broken and self._read_once() > 0:
-                    pass
-            except BlockingIOError:
-                pass
-            except (ProtocolError, PayloadError) as exc:
-                self._cut(exc)
-                return
-            except OSError:
-                pass  # reset: what was queued has been read
-        if not self.closed:
+        self._read_available(to_the_end=True)
+        if not self.closed and not self._broken:
             self.close(None)
 
     def _start_writer(self) -> None:
@@ -526,9 +514,7 @@ class Connection:
             home = self._home
             if home is None:
                 return
-            if self._home_watching:
-                self._home_watching = False
-                home.remove_reader(self.sock.fileno())
+            self._home_unwatch()
             lazy, self._home_lazy = self._home_lazy, None
             if lazy is not None:
                 lazy.cancel()
@@ -543,9 +529,7 @@ class Connection:
     def _home_close(self) -> None:
         """The connection closed while the home loop watched it (home loop)."""
         with self._rlock:
-            if self._home_watching and self._home is not None:
-                self._home_watching = False
-                self._home.remove_reader(self.sock.fileno())
+            self._home_unwatch()
             self.sock.close()
 
     def _home_readable(self) -> None:
@@ -588,11 +572,16 @@ class Connection:
         self._read_available()
 
     # ----------------------------------------------------------------- reading
-    def _read_available(self) -> None:
+    def _read_available(self, *, to_the_end: bool = False) -> None:
+        """Read what the socket holds: a burst, or everything up to the end of stream."""
         with self._rlock:
             if self.closed or self._broken:
                 return
             try:
+                if to_the_end:
+                    while self._read_once() > 0 and not self.closed:
+                        pass
+                    return
                 for _ in range(16):  # drain a burst, but let other connections run too
                     n = self._read_once()
                     if n < len(self._rbuf):
