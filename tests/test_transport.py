@@ -410,6 +410,52 @@ def test_what_a_peer_sent_before_going_arrives_even_if_a_write_finds_it_gone(
     assert pair.cb.error is None  # an orderly end
 
 
+def test_on_its_home_loop_a_send_after_a_read_costs_no_extra_turn(io: IoLoop) -> None:
+    """A request made after its predecessor's reply was read on the home loop is
+    written at once and schedules nothing on the loop (no extra turn per call); a
+    second send in the same turn is held, and the end of the turn writes it."""
+    pair = Pair(io)
+    inbox = ThreadInbox()  # on b, read on the home loop
+    pair.pb.set_handler(inbox)
+    replies = Inbox()  # on a, read by the I/O thread
+    pair.pa.set_handler(replies)
+    me = threading.get_ident()
+    lone: list[tuple[bool, int]] = []  # (written at once, callbacks scheduled)
+
+    async def homed() -> None:
+        loop = asyncio.get_running_loop()
+        scheduled: list[object] = []
+        call_soon = loop.call_soon
+
+        def counting(callback: Callable[..., object], *args: object, **kw: object) -> object:
+            if getattr(callback, "__self__", None) is pair.cb:
+                scheduled.append(callback)
+            return call_soon(callback, *args, **kw)  # type: ignore[arg-type]
+
+        loop.call_soon = counting  # type: ignore[method-assign]
+        pair.cb.adopt()
+        for i in range(20):
+            arrived: asyncio.Future[None] = loop.create_future()
+            inbox.when_count(i + 1, lambda f=arrived: loop.call_soon_threadsafe(f.set_result, None))
+            pair.pa.send(Payload(b"request %d" % i))
+            await arrived
+            scheduled.clear()
+            pair.pb.send(Payload(b"reply %d" % i))
+            if inbox.threads[-1] == me:  # read here (not by the I/O thread, under load)
+                lone.append((not pair.b.has_outbox(pair.a.id), len(scheduled)))
+            pair.pb.send(Payload(b"more %d" % i))  # same turn: held for its end
+            assert pair.b.has_outbox(pair.a.id)
+            assert scheduled, "a held frame must have the end of its turn scheduled"
+        pair.cb.leave_home()
+
+    asyncio.run(homed())
+    assert lone, "no request was read on the home loop"
+    assert all(lone_ == (True, 0) for lone_ in lone), lone
+    want = [b"%s %d" % (kind, i) for i in range(20) for kind in (b"reply", b"more")]
+    assert [p.data for p in replies.wait_for(40)] == want
+    pair.close()
+
+
 def test_leaving_home_sends_the_housekeeping_frames_that_waited_there(io: IoLoop) -> None:
     """An acknowledgement made on the home loop waits for company; leaving sends it."""
     pair = Pair(io)

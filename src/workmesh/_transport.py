@@ -170,6 +170,8 @@ class Connection:
         self._lazy_timer: asyncio.TimerHandle | None = None
         self._burst_loop: asyncio.AbstractEventLoop | None = None  # see _notify
         self._holding = False  # frames of this turn wait for it to end
+        self._burst_ending = False  # _end_burst is scheduled on _burst_loop
+        self._burst_mark = 0  # _home_reads when the burst began (home loop only)
         self._backstop_armed = False
         self._wlock = threading.RLock()
         self._writing = False  # the I/O thread waits for the socket to drain
@@ -311,13 +313,30 @@ class Connection:
         # Measured on a small-message stream: one write per ~hundreds of messages
         # instead of one each.  Should the loop block before its turn ends, the
         # I/O thread writes them after BURST_BACKSTOP.
+        #
+        # On the home loop the end of the turn is only scheduled once a frame is
+        # held: a read of this link on that loop since the burst began proves a
+        # new turn (a request after its predecessor's reply), which writes at once.
+        # Measured on a small Rpc round trip, that spares a loop turn per message
+        # on each side.
         burst = self._burst_loop
         if burst is loop:
+            if (
+                not self._burst_ending
+                and self._home is loop
+                and self._burst_mark != self._home_reads
+            ):
+                self._burst_mark = self._home_reads
+                self._flush()
+                return
             if self._holding:  # the node says the held batch has grown: write it
                 self._holding = False
                 self._flush()
                 return
             self._holding = True
+            if not self._burst_ending:
+                self._burst_ending = True
+                loop.call_soon(self._end_burst)
             if not self._backstop_armed:
                 self._backstop_armed = True
                 self.io._loop.call_soon_threadsafe(self._arm_backstop)
@@ -325,11 +344,16 @@ class Connection:
         self._flush()
         if burst is None or burst.is_closed():
             self._burst_loop = loop
-            loop.call_soon(self._end_burst)
+            if self._home is loop:
+                self._burst_mark = self._home_reads
+            else:
+                self._burst_ending = True
+                loop.call_soon(self._end_burst)
 
     def _end_burst(self) -> None:
         """The sending loop finished the turn in which it wrote: write the rest."""
         self._burst_loop = None
+        self._burst_ending = False
         self._holding = False
         self._flush()
 
