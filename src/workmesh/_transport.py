@@ -342,7 +342,9 @@ class Connection:
                 self.io._loop.call_soon_threadsafe(self._arm_backstop)
             return
         self._flush()
-        if burst is None or burst.is_closed():
+        # Take the burst over unless another loop has frames held for its turn's end
+        # (a home loop that only marked its burst holds nothing).
+        if burst is None or not self._burst_ending or burst.is_closed():
             self._burst_loop = loop
             if self._home is loop:
                 self._burst_mark = self._home_reads
