@@ -42,6 +42,8 @@ from .._errors import (
 )
 from .._node import Port, local_node
 from .._wire import Codec, Payload, codec_for
+from ._rpc import call as _call
+from ._rpc import call_failable as _call_failable
 from ._waiter import AsyncWaiter, ThreadWaiter, Waiter
 
 log = logging.getLogger(__name__)
@@ -213,15 +215,11 @@ class Sender(Generic[T]):
 
     async def call(self, make: Any, input: Any, *, reply_type: Any = None) -> Any:
         """Send ``make(rpc)`` and await the answer (``reply_type``: how to decode it)."""
-        from ._rpc import call  # noqa: PLC0415 - rpc builds on this module
-
-        return await call(self, make, input, reply_type=reply_type)
+        return await _call(self, make, input, reply_type=reply_type)
 
     async def call_failable(self, make: Any, input: Any, *, reply_type: Any = None) -> Any:
         """As ``call``, with a FailableRpc: a failure raises the caller's RemoteError."""
-        from ._rpc import call_failable  # noqa: PLC0415
-
-        return await call_failable(self, make, input, reply_type=reply_type)
+        return await _call_failable(self, make, input, reply_type=reply_type)
 
     def __enter__(self) -> Sender[T]:
         return self
