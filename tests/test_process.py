@@ -92,6 +92,26 @@ def test_round_trip_keeps_order_and_close() -> None:
     run(main)
 
 
+def test_large_bytes_cross_both_ways_whole_and_in_order() -> None:
+    """Values large enough to be sent by reference, streamed both ways (the child
+    echoes each one), beside small ones and past the socket buffer's size."""
+    sizes = [16 << 10, 64 << 10, 1 << 20, 8 << 20] * 3
+
+    async def main() -> None:
+        async with Mesh("test") as mesh:
+            child, tx, rx = await spawn_echo(mesh)
+            values = [os.urandom(size) for size in sizes]
+            for value in values:
+                tx.send(value)
+                tx.send(len(value))
+            got = [await within(rx.recv(), 30) for _ in range(2 * len(values))]
+            assert got == [x for v in values for x in (v, len(v))]
+            tx.close()
+            assert await within(child.wait()) == 0
+
+    run(main)
+
+
 def test_typed_payloads_and_many_senders_keep_per_sender_order() -> None:
     async def main() -> None:
         async with Mesh("test") as mesh:

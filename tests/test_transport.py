@@ -15,7 +15,7 @@ from workmesh import _transport as transport
 from workmesh._ids import new_port_id
 from workmesh._node import LocalNode, Port
 from workmesh._transport import Connection, IoLoop
-from workmesh._wire import Limits, Payload, frame_prefix
+from workmesh._wire import BY_REFERENCE, Limits, Payload, SplicedPayload, frame_prefix
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -91,6 +91,21 @@ def test_large_messages(io: IoLoop) -> None:
     for blob in blobs:
         pair.pa.send(Payload(blob))
     assert [p.data for p in inbox.wait_for(len(blobs))] == blobs
+    pair.close()
+
+
+def test_large_values_sent_by_reference_arrive_whole_and_in_order(io: IoLoop) -> None:
+    """Pieces of frames -- a value larger than the socket holds, written in parts by
+    the sending thread and then the I/O thread -- arrive whole, in order."""
+    pair = Pair(io)
+    inbox = Inbox()
+    pair.pb.set_handler(inbox)
+    values = [os.urandom(size) for size in (BY_REFERENCE, 65536, 1 << 20, 5 << 20)]
+    for value in values:
+        pair.pa.send(SplicedPayload(value))
+        pair.pa.send(Payload(b"between"))
+    got = [p.data for p in inbox.wait_for(2 * len(values))]
+    assert got == [x for v in values for x in (SplicedPayload(v).data, b"between")]
     pair.close()
 
 

@@ -12,13 +12,18 @@ from hypothesis import strategies as st
 
 import workmesh as wm
 from workmesh._wire import (
+    BY_REFERENCE,
+    Codec,
     FrameDecoder,
     FrameTooLarge,
     MessageFrame,
     Payload,
+    SplicedPayload,
     codec_for,
     decode_frame,
     encode_frame,
+    encode_spliced,
+    frame_bytes,
     frame_prefix,
 )
 
@@ -283,6 +288,39 @@ def test_message_with_endpoint_crosses_and_parses_once() -> None:
 def test_frame_roundtrip() -> None:
     frame = MessageFrame(b"\x01" * 16, 5, True, b"data")
     assert decode_frame(encode_frame(frame)) == frame
+
+
+@pytest.mark.parametrize(
+    "size",
+    [BY_REFERENCE, 0xFFFF, 0x10000, 0x10001, 3 << 20],  # bin 16 and bin 32 headers
+)
+@pytest.mark.parametrize("close", [False, True])
+def test_a_large_bytes_value_is_framed_by_reference_exactly_as_a_copy_would_be(
+    size: int, close: bool
+) -> None:
+    value = os.urandom(size)
+    payload = Codec(bytes).encode(value)
+    assert isinstance(payload, SplicedPayload) and payload.body is value
+    assert payload.data == msgspec.msgpack.encode(value)
+    target = os.urandom(16)
+    pieces = encode_spliced(target, 9, close, payload)
+    assert pieces[1] is value
+    whole = frame_bytes(pieces)
+    assert whole == encode_frame(MessageFrame(target, 9, close, payload.data))
+    frame = decode_frame(whole)
+    assert isinstance(frame, MessageFrame) and frame.data is not None
+    assert Codec(bytes).decode(Payload(frame.data)) == value
+
+
+def test_smaller_or_other_bytes_like_values_are_copied() -> None:
+    for value in (
+        b"x" * (BY_REFERENCE - 1),
+        bytearray(BY_REFERENCE),
+        memoryview(b"y" * BY_REFERENCE),
+    ):
+        payload = Codec(object).encode(value)
+        assert type(payload) is Payload, type(value)  # a mutable buffer could change after send
+        assert bytes(Codec(bytes).decode(payload)) == bytes(value)
 
 
 @pytest.mark.parametrize("garbage", [b"", b"\xc1", b"\x93\x01", b"\x95\x09\x00\x00\x00\x00"])

@@ -62,13 +62,16 @@ from ._wire import (
     FailPortFrame,
     FdRecord,
     Frame,
+    FrameData,
     Inbound,
     MessageFrame,
     Payload,
     PeerGoneFrame,
     PortRecord,
+    SplicedPayload,
     decode_frame,
     encode_frame,
+    encode_spliced,
 )
 
 log = logging.getLogger(__name__)
@@ -243,7 +246,7 @@ class _Link:
     def __init__(self, node_id: NodeId) -> None:
         self.node_id = node_id
         self.state = LinkState.QUEUING
-        self.outbox: list[tuple[bytes, list[OwnedFd]]] = []
+        self.outbox: list[tuple[FrameData, list[OwnedFd]]] = []
         # ``notify``: a frame someone waits for is queued; ``notify_lazy``: only
         # housekeeping frames are (see _emit).  ``urgent``: the outbox holds one of
         # the first kind since the transport last took it.
@@ -393,8 +396,11 @@ class LocalNode:
                     # a sixth of the sender's cost per streamed message.
                     seq = port.next_local_seq
                     port.next_local_seq = seq + 1
-                    frame = MessageFrame(peer[1], seq, False, payload.data, [])
-                    self._enqueue(link, encode_frame(frame), [], lazy=False)
+                    if type(payload) is SplicedPayload:
+                        data = encode_spliced(peer[1], seq, False, payload)
+                    else:
+                        data = encode_frame(MessageFrame(peer[1], seq, False, payload.data, []))
+                    self._enqueue(link, data, [], lazy=False)
                     return
             self._send_peer(port, _Event(MESSAGE, payload=payload))
         finally:
@@ -808,8 +814,11 @@ class LocalNode:
         link = self._links.get(node_id)
         return link is not None and bool(link.outbox)
 
-    def take_outbox(self, node_id: NodeId) -> list[tuple[bytes, list[OwnedFd]]]:
-        """Frames waiting for ``node_id`` (each: encoded frame, descriptors to pass)."""
+    def take_outbox(self, node_id: NodeId) -> list[tuple[FrameData, list[OwnedFd]]]:
+        """Frames waiting for ``node_id`` (each: encoded frame, descriptors to pass).
+
+        A frame is bytes, or three pieces to send in order (see ``encode_spliced``).
+        """
         with self._lock:
             link = self._links.get(node_id)
             if link is None or not link.outbox:
@@ -870,13 +879,19 @@ class LocalNode:
         if link.state is LinkState.FAILED:
             self._drop_event(event)
             return
+        payload = event.payload
+        if type(payload) is SplicedPayload:  # a large value, not copied: no resources
+            self._enqueue(
+                link, encode_spliced(port_id, event.seq, event.close, payload), [], lazy=False
+            )
+            return
         fds: list[OwnedFd] = []
         frame = self._to_frame(port_id, event, node_id, fds)
         self._enqueue(
             link, encode_frame(frame), fds, lazy=event.lazy or event.kind in _HOUSEKEEPING
         )
 
-    def _enqueue(self, link: _Link, data: bytes, fds: list[OwnedFd], *, lazy: bool) -> None:
+    def _enqueue(self, link: _Link, data: FrameData, fds: list[OwnedFd], *, lazy: bool) -> None:
         """Queue a frame for the transport and, when needed, tell it."""
         was_empty = not link.outbox
         link.outbox.append((data, fds))

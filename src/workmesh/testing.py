@@ -16,6 +16,7 @@ from collections.abc import Callable
 from ._errors import NodeError
 from ._ids import NodeId, new_port_id
 from ._node import LocalNode, Port, ProtocolError
+from ._wire import frame_bytes
 
 
 class MemoryNetwork:
@@ -77,7 +78,7 @@ class MemoryNetwork:
                     self.frames[src.id, dst.id] += 1
                     moved += 1
                     try:
-                        dst.receive(src.id, data, fds)
+                        dst.receive(src.id, frame_bytes(data), fds)
                     except ProtocolError as exc:
                         self.protocol_errors.append(exc)
                         self.cut(src, dst, exc)
@@ -95,7 +96,7 @@ class MemoryNetwork:
         data, fds = outbox.pop(0)
         self.frames[src.id, dst.id] += 1
         try:
-            dst.receive(src.id, data, fds)
+            dst.receive(src.id, frame_bytes(data), fds)
         except ProtocolError as exc:
             self.protocol_errors.append(exc)
             self.cut(src, dst, exc)
