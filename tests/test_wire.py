@@ -13,6 +13,8 @@ from hypothesis import strategies as st
 import workmesh as wm
 from workmesh._wire import (
     BY_REFERENCE,
+    DIRECT_READ,
+    DIRECT_READ_MAX,
     Codec,
     FrameDecoder,
     FrameTooLarge,
@@ -363,6 +365,82 @@ def test_frame_decoder_keeps_nothing_of_a_reused_read_buffer(
         prev = cut
     assert out == [(f, 0) for f in frames]
     assert dec.pending == 0
+
+
+_LARGE_OR_SMALL = st.one_of(
+    st.binary(max_size=100),
+    st.builds(
+        lambda size, fill: bytes([fill]) * size,
+        st.sampled_from([DIRECT_READ - 1, DIRECT_READ, DIRECT_READ + 7, 70_000]),
+        st.integers(0, 255),
+    ),
+)
+
+
+@settings(max_examples=60)
+@given(st.lists(_LARGE_OR_SMALL, max_size=6), st.data())
+def test_frame_decoder_reads_large_frames_in_place_whatever_the_reads(
+    frames: list[bytes], data: st.DataObject
+) -> None:
+    """As the transport reads: the rest of a large frame straight into room(), what
+    follows through a reused buffer.  Every frame comes out whole and in order."""
+    stream = b"".join(frame_prefix(len(f), i % 3) + f for i, f in enumerate(frames))
+    dec = FrameDecoder()
+    out: list[tuple[bytes | bytearray, int]] = []
+    scratch = bytearray(len(stream) + 1)
+    pos = 0
+    used_room = False
+    while pos < len(stream):
+        n = data.draw(st.integers(1, len(stream) - pos))
+        chunk = stream[pos : pos + n]
+        pos += n
+        room = dec.room()
+        direct = 0
+        if room is not None:
+            used_room = True
+            direct = min(n, len(room))
+            room[:direct] = chunk[:direct]
+            room.release()
+            out += dec.filled(direct)
+        rest = n - direct
+        if rest:
+            scratch[:rest] = chunk[direct:]
+            out += dec.feed(memoryview(scratch)[:rest])
+            scratch[:] = b"\xee" * len(scratch)  # the next read lands here
+    assert out == [(f, i % 3) for i, f in enumerate(frames)]
+    assert dec.pending == 0
+    assert dec.room() is None
+    if used_room:
+        assert any(len(f) >= DIRECT_READ for f in frames)
+
+
+def test_a_large_frame_cut_by_a_read_is_finished_in_its_own_buffer() -> None:
+    body = os.urandom(DIRECT_READ * 3)
+    stream = frame_prefix(len(body), 1) + body + frame_prefix(2) + b"ok"
+    dec = FrameDecoder()
+    assert dec.feed(stream[:100]) == []
+    room = dec.room()
+    assert room is not None and len(room) == len(body) - (100 - 8)
+    assert dec.pending == 100
+    room[:50] = stream[100:150]
+    assert dec.filled(50) == []
+    room.release()
+    room = dec.room()
+    assert room is not None
+    rest = len(room)
+    room[:] = stream[150 : 150 + rest]
+    room.release()
+    assert dec.filled(rest) == [(body, 1)]
+    assert dec.room() is None
+    assert dec.feed(stream[150 + rest :]) == [(b"ok", 0)]
+    assert dec.pending == 0
+
+
+def test_a_header_alone_cannot_make_the_decoder_allocate_a_huge_frame() -> None:
+    dec = FrameDecoder()
+    assert dec.feed(frame_prefix(DIRECT_READ_MAX + 1) + b"x") == []
+    assert dec.room() is None  # buffered as it arrives, as any frame was before
+    assert dec.pending == 9
 
 
 def test_frame_decoder_rejects_oversized_frame_before_buffering() -> None:

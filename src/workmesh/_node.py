@@ -62,6 +62,7 @@ from ._wire import (
     FailPortFrame,
     FdRecord,
     Frame,
+    FrameBytes,
     FrameData,
     Inbound,
     MessageFrame,
@@ -942,7 +943,7 @@ class LocalNode:
     def receive_many(
         self,
         source: NodeId,
-        frames: list[tuple[bytes, list[OwnedFd]]],
+        frames: list[tuple[FrameBytes, list[OwnedFd]]],
         inbound: Inbound | None = None,
     ) -> None:
         """Feed frames from ``source`` under one lock; stops at the first bad one.
@@ -964,7 +965,7 @@ class LocalNode:
             self._leave()
 
     def _receive(
-        self, source: NodeId, data: bytes, fds: list[OwnedFd], inbound: Inbound | None
+        self, source: NodeId, data: FrameBytes, fds: list[OwnedFd], inbound: Inbound | None
     ) -> None:
         try:
             frame = decode_frame(data)

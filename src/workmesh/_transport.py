@@ -44,7 +44,7 @@ from ._errors import PayloadError
 from ._fd import OwnedFd
 from ._ids import NodeId, node_name
 from ._node import LocalNode, ProtocolError
-from ._wire import FrameDecoder, Inbound, Limits, frame_prefix
+from ._wire import FrameBytes, FrameDecoder, Inbound, Limits, frame_prefix
 
 log = logging.getLogger(__name__)
 
@@ -638,20 +638,32 @@ class Connection:
         self.io.call(self.close, error)
 
     def _read_once(self) -> int:
-        n, ancdata, flags, _addr = self.sock.recvmsg_into([self._rview], _ANC_SIZE)
+        decoder = self._decoder
+        room = decoder.room()
+        if room is None:
+            n, ancdata, flags, _addr = self.sock.recvmsg_into([self._rview], _ANC_SIZE)
+        else:  # the rest of a large frame goes straight into its own buffer
+            n, ancdata, flags, _addr = self.sock.recvmsg_into([room, self._rview], _ANC_SIZE)
         self._take_fds(ancdata)
         if flags & _MSG_CTRUNC:
             raise ProtocolError("descriptors were lost in transit (control data truncated)")
         if n == 0:
-            if self._decoder.pending:
+            if decoder.pending:
                 raise ProtocolError("stream ended inside a frame")
             self._cut(None)
             return 0
-        data = self._rview[:n]
-        if self._hello:
-            data = self._check_hello(data)
-        decoder = self._decoder
-        frames = decoder.feed(data)
+        frames = []
+        rest = n
+        if room is not None:
+            direct = min(n, len(room))
+            room.release()
+            frames = decoder.filled(direct)
+            rest = n - direct
+        if rest:
+            data = self._rview[:rest]
+            if self._hello:
+                data = self._check_hello(data)
+            frames += decoder.feed(data)
         if frames:
             self._deliver(frames)
         if decoder.failed is not None:
@@ -675,8 +687,8 @@ class Connection:
         self._hello = want[len(got) :]
         return data[len(got) :]
 
-    def _deliver(self, frames: list[tuple[bytes, int]]) -> None:
-        batch: list[tuple[bytes, list[OwnedFd]]] = []
+    def _deliver(self, frames: list[tuple[FrameBytes, int]]) -> None:
+        batch: list[tuple[FrameBytes, list[OwnedFd]]] = []
         for data, nfds in frames:
             if nfds > len(self._fds):
                 for _data, fds in batch:  # the frames before the bad one go nowhere
