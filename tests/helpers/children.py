@@ -233,3 +233,18 @@ def block_until_closed(message: wm.Message) -> None:
     params = message.parse(wm.Receiver[int])
     for _ in params:
         pass
+
+
+def _rss() -> int:
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def free_memory_and_report_rss(message: wm.Message) -> None:
+    """Fill 16 blocks of 1 MiB, free them, and report the resident size before and after."""
+    reply = message.parse(wm.Sender[list[int]])
+    blocks = [bytes([i]) * (1 << 20) for i in range(16)]
+    before = _rss()
+    del blocks
+    reply.send([before, _rss()])
+    reply.close()

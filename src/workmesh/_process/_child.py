@@ -72,6 +72,30 @@ def _die_with_parent(parent_pid: int) -> None:
         os._exit(1)
 
 
+# glibc gives freed memory at the top of its heap back to the system as soon as
+# more than 128 KiB of it is free.  A large message is rarely freed alone (its
+# frame, its decoded value), so in a child that receives them every message had
+# its pages faulted in afresh: measured on a stream of 64 KiB messages, the
+# child's loop spent 27 us per message, 13 us with freed memory kept.  A child of
+# a Mesh keeps up to KEEP_FREED of it for reuse, and takes blocks up to MMAP_FROM
+# from that heap rather than mapping each one anew (setting one limit would stop
+# glibc adjusting the other).  Not glibc (no mallopt): its defaults stay.
+_M_TRIM_THRESHOLD = -1
+_M_MMAP_THRESHOLD = -3
+KEEP_FREED = 64 * 1024 * 1024
+MMAP_FROM = 32 * 1024 * 1024
+
+
+def _keep_freed_memory() -> None:
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):  # pragma: no cover - not glibc
+        return
+    mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
+    mallopt(_M_MMAP_THRESHOLD, MMAP_FROM)
+    mallopt(_M_TRIM_THRESHOLD, KEEP_FREED)
+
+
 def _resolve(entry: str) -> Callable[[Message], Any]:
     module_name, _, attr = entry.partition(":")
     target: Any = importlib.import_module(module_name)
@@ -252,6 +276,7 @@ def run_invitation(inv: Invitation) -> NoReturn:
     The caller has already arranged to die with its parent: :func:`main` for a
     child started from ``sys.executable``, the zygote for a child it forked.
     """
+    _keep_freed_memory()
     for path in inv.sys_path:
         if path not in sys.path:
             sys.path.append(path)
