@@ -43,7 +43,7 @@ class End:
 
     # PortHandler
     def port_message(self, port: Port, payload: Payload, wakes: list[object]) -> None:
-        self.received.append(payload.data.decode())
+        self.received.append(bytes(payload.data).decode())
 
     def port_closed(self, port: Port, wakes: list[object]) -> None:
         self.closed_by_peer = True
@@ -59,7 +59,7 @@ class Carrier:
         self.ends = ends
 
     def port_message(self, port: Port, payload: Payload, wakes: list[object]) -> None:
-        end = self.ends[payload.data.decode()]
+        end = self.ends[bytes(payload.data).decode()]
         (moved,) = payload.resources
         end.port = moved
         # Handlers are attached outside the node lock in real code; here the node

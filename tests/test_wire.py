@@ -27,6 +27,7 @@ from workmesh._wire import (
     encode_spliced,
     frame_bytes,
     frame_prefix,
+    message_frame,
 )
 
 pytestmark = pytest.mark.timeout(60)
@@ -323,6 +324,15 @@ def test_smaller_or_other_bytes_like_values_are_copied() -> None:
         payload = Codec(object).encode(value)
         assert type(payload) is Payload, type(value)  # a mutable buffer could change after send
         assert bytes(Codec(bytes).decode(payload)) == bytes(value)
+
+
+def test_a_decoded_message_frame_holds_a_view_of_its_frame_not_a_copy() -> None:
+    value = os.urandom(1000)
+    whole = encode_frame(message_frame(b"\x02" * 16, 3, False, Codec(bytes).encode(value).data))
+    frame = decode_frame(whole)
+    assert isinstance(frame, MessageFrame) and isinstance(frame.data, memoryview)
+    assert frame.data.obj is whole
+    assert Codec(bytes).decode(Payload(frame.data)) == value
 
 
 @pytest.mark.parametrize("garbage", [b"", b"\xc1", b"\x93\x01", b"\x95\x09\x00\x00\x00\x00"])

@@ -73,6 +73,7 @@ from ._wire import (
     decode_frame,
     encode_frame,
     encode_spliced,
+    message_frame,
 )
 
 log = logging.getLogger(__name__)
@@ -400,7 +401,9 @@ class LocalNode:
                     if type(payload) is SplicedPayload:
                         data = encode_spliced(peer[1], seq, False, payload)
                     else:
-                        data = encode_frame(MessageFrame(peer[1], seq, False, payload.data, []))
+                        # (message_frame(), inlined: bytes encode as a view would)
+                        body: Any = payload.data
+                        data = encode_frame(MessageFrame(peer[1], seq, False, body, []))
                     self._enqueue(link, data, [], lazy=False)
                     return
             self._send_peer(port, _Event(MESSAGE, payload=payload))
@@ -922,7 +925,7 @@ class LocalNode:
                 else:
                     fds.append(res)
                     records.append(FdRecord())
-            return MessageFrame(target, event.seq, event.close, payload.data, records)
+            return message_frame(target, event.seq, event.close, payload.data, records)
         if kind == CHANGE_PEER:
             assert event.new_peer is not None
             node, port = self._address_of(event.new_peer)

@@ -93,6 +93,10 @@ def _kind_for(obj: object) -> ResourceKind | None:
     return kind
 
 
+# A payload's encoding: bytes made here, or a view into the frame it arrived in.
+Data = bytes | memoryview
+
+
 class Payload:
     """An encoded value: msgpack bytes plus the resources it refers to, in order.
 
@@ -103,7 +107,7 @@ class Payload:
 
     __slots__ = ("data", "resources")
 
-    def __init__(self, data: bytes, resources: list[Any] | None = None) -> None:
+    def __init__(self, data: Data, resources: list[Any] | None = None) -> None:
         self.data = data
         self.resources: list[Any] = resources if resources is not None else []
 
@@ -175,7 +179,7 @@ class Inbound:
         self._released = 0
         self._given: deque[int] = deque()
 
-    def payload(self, data: bytes, resources: list[Any]) -> Payload:
+    def payload(self, data: Data, resources: list[Any]) -> Payload:
         self._received += len(data)
         return _InboundPayload(data, resources, self)
 
@@ -192,7 +196,7 @@ class _InboundPayload(Payload):
 
     __slots__ = ("_inbound", "_size")
 
-    def __init__(self, data: bytes, resources: list[Any], inbound: Inbound) -> None:
+    def __init__(self, data: Data, resources: list[Any], inbound: Inbound) -> None:
         super().__init__(data, resources)
         self._inbound = inbound
         self._size = len(data)
@@ -557,7 +561,7 @@ class Message:
             inner = _EncodeCtx()
             outer, _state.enc = _state.enc, inner
             try:
-                data = codec_for(object)._encoder.encode(self._value)
+                data: Data = codec_for(object)._encoder.encode(self._value)
             finally:
                 _state.enc = outer
             for obj in inner.objs:
@@ -605,7 +609,11 @@ class MessageFrame(msgspec.Struct, frozen=True, array_like=True, tag=1):
     target: ID
     seq: int
     close: bool
-    data: bytes | None
+    # Decoded as a view into the frame, not a copy of it (one copy fewer per
+    # message received: measured on a 64 KiB stream, the receiving loop's 13.5-15
+    # -> 12-12.5 us per message).  Encoded from whatever bytes-like is given:
+    # ``message_frame`` builds one from a payload's bytes.
+    data: memoryview | None
     resources: list[PortRecord | FdRecord] = []
 
 
@@ -650,6 +658,19 @@ Frame = (
     | PeerGoneFrame
 )
 
+
+def message_frame(
+    target: bytes,
+    seq: int,
+    close: bool,
+    data: Data | None,
+    resources: list[PortRecord | FdRecord] | None = None,
+) -> MessageFrame:
+    """A message frame to encode; ``data`` may be bytes (the encoder takes any bytes-like)."""
+    records = resources if resources is not None else []
+    return MessageFrame(target, seq, close, cast("memoryview | None", data), records)
+
+
 _frame_encoder = msgspec.msgpack.Encoder()
 _frame_decoder: msgspec.msgpack.Decoder[Frame] = msgspec.msgpack.Decoder(Frame)
 
@@ -668,7 +689,7 @@ _NO_DATA_NO_RESOURCES: Final = b"\xc4\x00\x90"  # an empty bin, then an empty ar
 
 def encode_spliced(target: bytes, seq: int, close: bool, payload: SplicedPayload) -> FrameData:
     """The message frame carrying ``payload``, its value left in place (three pieces)."""
-    empty = _frame_encoder.encode(MessageFrame(target, seq, close, b""))
+    empty = _frame_encoder.encode(message_frame(target, seq, close, b""))
     assert empty.endswith(_NO_DATA_NO_RESOURCES)
     size = len(payload.head) + len(payload.body)
     return (empty[:-3] + _bin_header(size) + payload.head, payload.body, b"\x90")
