@@ -197,7 +197,9 @@ class _InboundPayload(Payload):
     __slots__ = ("_inbound", "_size")
 
     def __init__(self, data: Data, resources: list[Any], inbound: Inbound) -> None:
-        super().__init__(data, resources)
+        # Payload.__init__'s work, inline: one of these is made per message received.
+        self.data = data
+        self.resources = resources
         self._inbound = inbound
         self._size = len(data)
 
