@@ -126,6 +126,32 @@ def test_struct_with_endpoints_roundtrip_and_still_works() -> None:
     assert env.extra[0].recv_blocking(timeout=5) == "hello"
 
 
+def test_values_of_one_type_with_and_without_endpoints_all_encode() -> None:
+    """Plain values take a short path with no hook; a value of the same type that
+    holds an endpoint still has it collected and moved, before and after."""
+    codec = Codec(dict[str, Any])
+    plain = codec.encode({"n": 1})
+    assert plain.resources == [] and codec.decode(plain) == {"n": 1}
+    tx, rx = wm.channel(int)
+    carrying = codec.encode({"n": 2, "reply": tx})
+    assert len(carrying.resources) == 1
+    assert tx.is_closed()  # moved into the payload: this end is used up
+    moved = codec.decode(carrying)["reply"]
+    moved.send(5)
+    assert rx.recv_blocking(timeout=5) == 5
+    again = codec.encode({"n": 3})
+    assert again.resources == [] and codec.decode(again) == {"n": 3}
+
+
+def test_a_plain_value_that_cannot_encode_is_the_usual_payload_error() -> None:
+    codec = Codec(list[int])
+    with pytest.raises(wm.PayloadError, match="cannot encode list as list: can't serialize ints"):
+        codec.encode([2**64])
+    with pytest.raises(wm.PayloadError, match="cannot encode list as list: can't serialize ints"):
+        codec.encode([2**64])  # not remembered as needing the hook: the same answer
+    assert codec.encode([1]).resources == []
+
+
 def test_untyped_decode_gives_endpoints() -> None:
     tx, rx = wm.channel()
     out = roundtrip({"tx": tx})
