@@ -289,7 +289,8 @@ class LocalNode:
     def _leave(self) -> None:
         """Finish queued work, release the lock, then run the collected wake-ups."""
         try:
-            self._pump()
+            if self._work:
+                self._pump()
             while self._deferred_closes:
                 port = self._deferred_closes.pop()
                 self._close(port)
@@ -963,7 +964,8 @@ class LocalNode:
                     for _data, rest in frames[index + 1 :]:
                         _close_fds(rest)
                     raise
-                self._pump()
+                if self._work:
+                    self._pump()
         finally:
             self._leave()
 
