@@ -413,7 +413,7 @@ _LARGE_OR_SMALL = st.one_of(
 )
 
 
-@settings(max_examples=60)
+@settings(max_examples=60, deadline=None)  # large frames: time varies with the machine
 @given(st.lists(_LARGE_OR_SMALL, max_size=6), st.data())
 def test_frame_decoder_reads_large_frames_in_place_whatever_the_reads(
     frames: list[bytes], data: st.DataObject
