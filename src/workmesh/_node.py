@@ -390,22 +390,24 @@ class LocalNode:
                 self._drop_payload(payload)
                 return
             peer = port.peer
-            if type(peer) is tuple and not payload.resources:
+            if (
+                type(peer) is tuple
+                and not payload.resources
+                and type(payload) is not SplicedPayload
+            ):
                 link = self._links.get(peer[0])
                 if link is not None and link.state is LinkState.ACTIVE:
                     # The common case -- plain data to a peer on a connected node --
                     # framed at once: the steps _send_peer, _route_for and _emit take
                     # for it (a node with an active link has not failed).  Measured,
-                    # a sixth of the sender's cost per streamed message.
+                    # a sixth of the sender's cost per streamed message.  (A large
+                    # value sent by reference takes _emit's way, which frames it.)
                     seq = port.next_local_seq
                     port.next_local_seq = seq + 1
-                    if type(payload) is SplicedPayload:
-                        data = encode_spliced(peer[1], seq, False, payload)
-                    else:
-                        # (message_frame(), inlined: bytes encode as a view would)
-                        body: Any = payload.data
-                        data = encode_frame(MessageFrame(peer[1], seq, False, body, []))
-                    self._enqueue(link, data, [], lazy=False)
+                    # (message_frame(), inlined: bytes encode as a view would)
+                    body: Any = payload.data
+                    frame = MessageFrame(peer[1], seq, False, body, [])
+                    self._enqueue(link, encode_frame(frame), [], lazy=False)
                     return
             self._send_peer(port, _Event(MESSAGE, payload=payload))
         finally:
