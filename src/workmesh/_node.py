@@ -50,7 +50,7 @@ import logging
 import threading
 from collections import deque
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any, Final, Protocol
 
 from ._errors import NodeError, PayloadError, WorkmeshError
 from ._fd import OwnedFd
@@ -65,6 +65,7 @@ from ._wire import (
     FrameBytes,
     FrameData,
     Inbound,
+    InboundPayload,
     MessageFrame,
     Payload,
     PeerGoneFrame,
@@ -100,6 +101,9 @@ class PortState(enum.Enum):
 # Members are singletons: hash them by identity, not (in Python code) by name --
 # the transition table is consulted several times per message.
 PortState.__hash__ = object.__hash__  # type: ignore[method-assign]
+# The state the per-message fast paths test for, as a module global: reading an
+# enum member off its class costs ~46 ns on CPython 3.11, a global ~4 ns.
+_PEERED: Final = PortState.PEERED
 
 
 # Legal transitions: (state, event) -> new state.  Failure is legal from every live
@@ -238,6 +242,9 @@ class LinkState(enum.Enum):
     QUEUING = "queuing"
     ACTIVE = "active"
     FAILED = "failed"
+
+
+_ACTIVE: Final = LinkState.ACTIVE  # see _PEERED
 
 
 class _Link:
@@ -386,7 +393,7 @@ class LocalNode:
     def send(self, port: Port, payload: Payload) -> None:
         self._enter()
         try:
-            if port.state is not PortState.PEERED or port.closed_local:
+            if port.state is not _PEERED or port.closed_local:
                 self._drop_payload(payload)
                 return
             peer = port.peer
@@ -396,7 +403,7 @@ class LocalNode:
                 and type(payload) is not SplicedPayload
             ):
                 link = self._links.get(peer[0])
-                if link is not None and link.state is LinkState.ACTIVE:
+                if link is not None and link.state is _ACTIVE:
                     # The common case -- plain data to a peer on a connected node --
                     # framed at once: the steps _send_peer, _route_for and _emit take
                     # for it (a node with an active link has not failed).  Measured,
@@ -417,7 +424,7 @@ class LocalNode:
         """Send a last message and close, as one event (one frame to a remote peer)."""
         self._enter()
         try:
-            if port.state is PortState.PEERED and not port.closed_local:
+            if port.state is _PEERED and not port.closed_local:
                 port.handler = None
                 queued, port.queue = port.queue, deque()
                 for old in queued:
@@ -1004,7 +1011,7 @@ class LocalNode:
         if (
             type(frame) is MessageFrame
             and frame.seq == port.next_peer_seq
-            and port.state is PortState.PEERED
+            and port.state is _PEERED
             and not frame.resources
             and not fds
             and not port.early
@@ -1018,7 +1025,9 @@ class LocalNode:
             port.next_peer_seq += 1
             body = frame.data
             if body is not None:
-                payload = inbound.payload(body, []) if inbound is not None else Payload(body, [])
+                payload = (
+                    InboundPayload(body, [], inbound) if inbound is not None else Payload(body, [])
+                )
                 if port.handler is not None:
                     port.handler.port_message(port, payload, self._wakes)
                 else:

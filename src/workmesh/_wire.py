@@ -180,8 +180,7 @@ class Inbound:
         self._given: deque[int] = deque()
 
     def payload(self, data: Data, resources: list[Any]) -> Payload:
-        self._received += len(data)
-        return _InboundPayload(data, resources, self)
+        return InboundPayload(data, resources, self)
 
     def pending(self) -> int:
         """Bytes charged and not yet given back (call on the reader's thread)."""
@@ -191,8 +190,11 @@ class Inbound:
         return self._received - self._released
 
 
-class _InboundPayload(Payload):
-    """A payload that gives its size back to its connection's :class:`Inbound`."""
+class InboundPayload(Payload):
+    """A payload charged to its connection's :class:`Inbound` while it lives.
+
+    Made by :meth:`Inbound.payload`, or directly by a per-message fast path.
+    """
 
     __slots__ = ("_inbound", "_size")
 
@@ -201,7 +203,8 @@ class _InboundPayload(Payload):
         self.data = data
         self.resources = resources
         self._inbound = inbound
-        self._size = len(data)
+        self._size = size = len(data)
+        inbound._received += size
 
     def __del__(self) -> None:
         self._inbound._given.append(self._size)
@@ -872,13 +875,14 @@ class FrameDecoder:
         try:
             while end_of_data - pos >= PREFIX_LEN:
                 length, nfds, _reserved = PREFIX.unpack_from(src, pos)
-                try:
-                    self._check(length, nfds, pos)
-                except FrameTooLarge as exc:
-                    if not frames:
-                        raise
-                    self.failed = exc
-                    break
+                if length > self.max_frame or nfds > self.max_fds:
+                    try:
+                        self._check(length, nfds, pos)
+                    except FrameTooLarge as exc:
+                        if not frames:
+                            raise
+                        self.failed = exc
+                        break
                 end = pos + PREFIX_LEN + length
                 if end_of_data < end:
                     if DIRECT_READ <= length <= DIRECT_READ_MAX:
