@@ -7,12 +7,22 @@ test_send_port, test_bridge ...) and add the migration cases the design relies o
 from __future__ import annotations
 
 import os
+from typing import cast
 
 import pytest
 
 from workmesh import NodeError, OwnedFd
 from workmesh._node import LocalNode, Port, PortState
-from workmesh._wire import BY_REFERENCE, Payload, SplicedPayload, frame_bytes
+from workmesh._wire import (
+    BY_REFERENCE,
+    MessageFrame,
+    MessageRunFrame,
+    Payload,
+    SplicedPayload,
+    decode_frame,
+    encode_frame,
+    frame_bytes,
+)
 from workmesh.testing import MemoryNetwork
 
 pytestmark = pytest.mark.timeout(20)
@@ -495,12 +505,122 @@ def test_out_of_order_frames_are_reordered(net: MemoryNetwork) -> None:
     a_node, b_node = net.add_node(), net.add_node()
     a, b = net.pair(a_node, b_node)
     rec = record(b)
+    frames = []
     for c in "xyz":
         a.send(msg(c))
-    frames = a_node.take_outbox(b_node.id)
+        frames += a_node.take_outbox(b_node.id)  # a frame each: no run forms
+    assert len(frames) == 3
     for data, fds in reversed(frames):
         b_node.receive(a_node.id, data, fds)
     assert rec.text == "xyz"
+
+
+# ------------------------------------------------------------------ runs of messages
+
+
+def test_messages_queued_together_travel_as_one_run(net: MemoryNetwork) -> None:
+    """Plain messages sent while the transport has not taken the outbox share a
+    frame; the peer gets each one, in order, and the next send starts a new run."""
+    a_node, b_node = net.add_node(), net.add_node()
+    a, b = net.pair(a_node, b_node)
+    rec = record(b)
+    for c in "abcde":
+        a.send(msg(c))
+    ((data, fds),) = a_node.take_outbox(b_node.id)
+    frame = decode_frame(data)
+    assert isinstance(frame, MessageRunFrame) and frame.seq == 1 and fds == []
+    assert [bytes(d) for d in frame.datas] == [c.encode() for c in "abcde"]
+    b_node.receive(a_node.id, data, fds)
+    assert rec.text == "abcde"
+    a.send(msg("f"))  # alone in the outbox: a plain message frame
+    ((data, fds),) = a_node.take_outbox(b_node.id)
+    assert isinstance(decode_frame(data), MessageFrame)
+    b_node.receive(a_node.id, data, fds)
+    assert rec.text == "abcdef"
+    assert [type(p) for p in rec.payloads] == [Payload] * 6
+
+
+def test_a_run_ends_where_another_frame_is_queued(net: MemoryNetwork) -> None:
+    """Frames keep their order on a link: a message carrying a port, or a message
+    to another port, is queued after the run, and later messages start a new run."""
+    a_node, b_node = net.add_node(), net.add_node()
+    a, b = net.pair(a_node, b_node)
+    a2, b2 = net.pair(a_node, b_node)
+    rec, rec2 = record(b), record(b2)
+    p, _q = a_node.new_pair()
+    a.send(msg("1"))
+    a.send(msg("2"))
+    a2.send(msg("other"))
+    a.send(msg("3", p))
+    a.send(msg("4"))
+    a.send(msg("5"))
+    kinds = [type(decode_frame(frame_bytes(d))) for d, _fds in a_node._link(b_node.id).outbox]
+    assert kinds == [MessageRunFrame, MessageFrame, MessageFrame, MessageRunFrame]
+    net.pump()
+    assert rec.text == "12345" and rec2.text == "other"
+    assert isinstance(rec.payloads[2].resources[0], Port)
+
+
+def test_a_run_stays_within_the_link_frame_limit(net: MemoryNetwork) -> None:
+    """A link told its frame limit never gets a run above it."""
+    a_node, b_node = net.add_node(), net.add_node()
+    a, b = net.pair(a_node, b_node)
+    a_node.connect(b_node.id, lambda: None, max_frame=200)
+    rec = record(b)
+    texts = [f"{i:03d}" * 10 for i in range(40)]  # 30 bytes each
+    for text in texts:
+        a.send(msg(text))
+    frames = a_node.take_outbox(b_node.id)
+    assert len(frames) > 1
+    assert all(len(frame_bytes(d)) <= 200 for d, _fds in frames)
+    for data, fds in frames:
+        b_node.receive(a_node.id, data, fds)
+    assert rec.messages == [t.encode() for t in texts]
+
+
+def test_a_run_that_arrives_early_waits_for_the_message_before_it(net: MemoryNetwork) -> None:
+    """The general path takes a run message by message: an early run waits, in
+    order, for the frame it follows."""
+    a_node, b_node = net.add_node(), net.add_node()
+    a, b = net.pair(a_node, b_node)
+    rec = record(b)
+    a.send(msg("a"))
+    first = a_node.take_outbox(b_node.id)
+    for c in "bcd":
+        a.send(msg(c))
+    ((run, fds),) = a_node.take_outbox(b_node.id)
+    assert isinstance(decode_frame(run), MessageRunFrame)
+    b_node.receive(a_node.id, run, fds)
+    assert rec.text == ""
+    b_node.receive(a_node.id, *first[0])
+    assert rec.text == "abcd"
+    a.send(msg("e"))
+    net.pump()
+    assert rec.text == "abcde" and rec.error is None
+
+
+@pytest.mark.parametrize(
+    ("datas", "nfds", "what"),
+    [([], 0, "holds 0 messages and 0 descriptors"), ([b"x"], 1, "and 1 descriptors")],
+)
+def test_a_run_with_descriptors_or_no_message_cuts_the_link(
+    net: MemoryNetwork, datas: list[bytes], nfds: int, what: str
+) -> None:
+    a_node, b_node = net.add_node(), net.add_node()
+    _a, b = net.pair(a_node, b_node)
+    rec = record(b)
+    r, w = os.pipe()
+    os.close(w)
+    fds = [OwnedFd(r)] if nfds else []
+    if not nfds:
+        os.close(r)
+    bad = encode_frame(MessageRunFrame(b.id, 1, cast("list[memoryview]", datas)))
+    a_node._link(b_node.id).outbox.append((bad, fds))
+    net.pump()
+    (error,) = net.protocol_errors
+    assert "run of messages" in str(error) and what in str(error)
+    assert all(fd.closed for fd in fds)
+    assert rec.messages == [] and rec.error is not None
 
 
 def test_send_and_close_is_one_frame(net: MemoryNetwork) -> None:

@@ -48,12 +48,12 @@ class Inbox:
 
 
 class Pair:
-    def __init__(self, io: IoLoop, secret: bytes = b"") -> None:
+    def __init__(self, io: IoLoop, secret: bytes = b"", limits: Limits | None = None) -> None:
         self.io = io
         self.a, self.b = LocalNode(), LocalNode()
         sa, sb = socket.socketpair()
-        self.ca = Connection(io, self.a, self.b.id, sa, send_hello=secret)
-        self.cb = Connection(io, self.b, self.a.id, sb, expect_hello=secret)
+        self.ca = Connection(io, self.a, self.b.id, sa, send_hello=secret, limits=limits)
+        self.cb = Connection(io, self.b, self.a.id, sb, expect_hello=secret, limits=limits)
         io.call_sync(self.ca.start)
         io.call_sync(self.cb.start)
         ida, idb = new_port_id(), new_port_id()
@@ -239,6 +239,25 @@ def test_a_burst_from_a_coroutine_arrives_whole_and_in_order(io: IoLoop) -> None
 
     asyncio.run(burst())
     assert [p.data for p in inbox.wait_for(1000)] == [b"%d" % i for i in range(1000)]
+    pair.close()
+
+
+def test_a_burst_under_a_small_frame_limit_is_merged_within_it(io: IoLoop) -> None:
+    """A burst is merged into runs of messages, each within the links' frame limit
+    (a larger one would cut the connection); every message arrives, in order."""
+    limits = Limits(max_frame=300)
+    pair = Pair(io, limits=limits)
+    inbox = Inbox()
+    pair.pb.set_handler(inbox)
+    sent = [b"%04d" % i * 5 for i in range(1000)]  # 20 bytes each
+
+    async def burst() -> None:
+        for data in sent:
+            pair.pa.send(Payload(data))
+
+    asyncio.run(burst())
+    assert [bytes(p.data) for p in inbox.wait_for(1000)] == sent
+    assert not pair.cb.closed and pair.cb.error is None
     pair.close()
 
 

@@ -15,10 +15,13 @@ from workmesh._wire import (
     BY_REFERENCE,
     DIRECT_READ,
     DIRECT_READ_MAX,
+    RUN_BYTES,
     Codec,
     FrameDecoder,
     FrameTooLarge,
     MessageFrame,
+    MessageRun,
+    MessageRunFrame,
     Payload,
     SplicedPayload,
     codec_for,
@@ -339,6 +342,49 @@ def test_a_large_bytes_value_is_framed_by_reference_exactly_as_a_copy_would_be(
     frame = decode_frame(whole)
     assert isinstance(frame, MessageFrame) and frame.data is not None
     assert Codec(bytes).decode(Payload(frame.data)) == value
+
+
+def test_a_run_of_one_message_is_a_plain_message_frame() -> None:
+    target = os.urandom(16)
+    run = MessageRun(target, 7, b"only")
+    assert run.frame() == encode_frame(message_frame(target, 7, False, b"only"))
+
+
+def test_a_run_holds_consecutive_messages_as_views_into_its_frame() -> None:
+    target = os.urandom(16)
+    datas = [msgspec.msgpack.encode(i) for i in range(50)] + [b"x" * 1000]
+    run = MessageRun(target, 3, datas[0])
+    for seq, data in enumerate(datas[1:], start=4):
+        assert run.extend(seq, data, RUN_BYTES)
+    encoded = run.frame()
+    assert len(encoded) <= run.size  # the estimate is an upper bound
+    frame = decode_frame(encoded)
+    assert isinstance(frame, MessageRunFrame)
+    assert frame.target == target and frame.seq == 3
+    assert all(type(d) is memoryview for d in frame.datas)
+    assert [bytes(d) for d in frame.datas] == datas
+
+
+@given(sizes=st.lists(st.integers(0, 70_000), min_size=1, max_size=40))
+@settings(max_examples=60, deadline=None)
+def test_a_run_never_grows_past_its_limit(sizes: list[int]) -> None:
+    """Whatever the message sizes, a run's frame stays within the limit it was
+    extended under -- or holds a single message, as a frame of its own would."""
+    limit = 4096
+    run = MessageRun(b"t" * 16, 1, b"a" * sizes[0])
+    for seq, size in enumerate(sizes[1:], start=2):
+        if not run.extend(seq, b"b" * size, limit):
+            break
+    assert len(run.datas) == 1 or run.size <= limit
+    assert len(run.frame()) <= run.size
+
+
+def test_a_run_is_extended_only_by_the_next_sequence_number() -> None:
+    run = MessageRun(os.urandom(16), 1, b"a")
+    assert not run.extend(3, b"c", RUN_BYTES)
+    assert not run.extend(1, b"a", RUN_BYTES)
+    assert run.extend(2, b"b", RUN_BYTES)
+    assert run.datas == [b"a", b"b"] and run.next_seq == 3
 
 
 def test_smaller_or_other_bytes_like_values_are_copied() -> None:

@@ -56,6 +56,7 @@ from ._errors import NodeError, PayloadError, WorkmeshError
 from ._fd import OwnedFd
 from ._ids import ZERO_ID, NodeId, PortId, new_node_id, new_port_id, node_name, port_name
 from ._wire import (
+    RUN_BYTES,
     AckChangePeerFrame,
     AckPortFrame,
     ChangePeerFrame,
@@ -67,6 +68,8 @@ from ._wire import (
     Inbound,
     InboundPayload,
     MessageFrame,
+    MessageRun,
+    MessageRunFrame,
     Payload,
     PeerGoneFrame,
     PortRecord,
@@ -250,12 +253,22 @@ _ACTIVE: Final = LinkState.ACTIVE  # see _PEERED
 class _Link:
     """A remote node as this node sees it; frames wait in the outbox for the transport."""
 
-    __slots__ = ("error", "node_id", "notify", "notify_lazy", "outbox", "state", "urgent")
+    __slots__ = (
+        "error",
+        "max_run",
+        "node_id",
+        "notify",
+        "notify_lazy",
+        "outbox",
+        "state",
+        "urgent",
+    )
 
     def __init__(self, node_id: NodeId) -> None:
         self.node_id = node_id
         self.state = LinkState.QUEUING
-        self.outbox: list[tuple[FrameData, list[OwnedFd]]] = []
+        self.outbox: list[tuple[FrameData | MessageRun, list[OwnedFd]]] = []
+        self.max_run = RUN_BYTES  # bytes a MessageRun may grow to on this link
         # ``notify``: a frame someone waits for is queued; ``notify_lazy``: only
         # housekeeping frames are (see _emit).  ``urgent``: the outbox holds one of
         # the first kind since the transport last took it.
@@ -411,10 +424,20 @@ class LocalNode:
                     # value sent by reference takes _emit's way, which frames it.)
                     seq = port.next_local_seq
                     port.next_local_seq = seq + 1
-                    # (message_frame(), inlined: bytes encode as a view would)
-                    body: Any = payload.data
-                    frame = MessageFrame(peer[1], seq, False, body, [])
-                    self._enqueue(link, encode_frame(frame), [], lazy=False)
+                    outbox = link.outbox
+                    if outbox:
+                        last = outbox[-1][0]
+                        if (
+                            type(last) is MessageRun
+                            and last.target == peer[1]
+                            and last.extend(seq, payload.data, link.max_run)
+                        ):
+                            # Merged into the run the transport has not taken yet
+                            # (see MessageRun); a long burst is still streamed.
+                            if not len(last.datas) % _BATCH_FRAMES and link.notify is not None:
+                                self._wakes.append(link.notify)
+                            return
+                    self._enqueue(link, MessageRun(peer[1], seq, payload.data), [], lazy=False)
                     return
             self._send_peer(port, _Event(MESSAGE, payload=payload))
         finally:
@@ -803,13 +826,21 @@ class LocalNode:
                 self._wakes.append(lambda: callback(node_id))
         return link
 
-    def connect(self, node_id: NodeId, notify: Wake, notify_lazy: Wake | None = None) -> None:
+    def connect(
+        self,
+        node_id: NodeId,
+        notify: Wake,
+        notify_lazy: Wake | None = None,
+        *,
+        max_frame: int | None = None,
+    ) -> None:
         """A transport now carries frames to ``node_id``; ``notify`` says "drain me".
 
         ``notify_lazy`` says "drain me when convenient": only housekeeping frames
         wait (acknowledgements, peer changes, close echoes), which nobody awaits, so
         the transport may hold them briefly and send them with the next frame that
         does matter -- in a request/reply exchange, the next request.
+        ``max_frame``: the link's frame limit, which merged messages stay within.
         """
         self._enter()
         try:
@@ -817,6 +848,8 @@ class LocalNode:
             if link.state is LinkState.FAILED:
                 raise NodeError("cannot connect a failed node", node=node_name(node_id))
             link.state, link.notify, link.notify_lazy = LinkState.ACTIVE, notify, notify_lazy
+            if max_frame is not None:
+                link.max_run = min(RUN_BYTES, max_frame)
             if link.outbox:
                 link.urgent = True
                 self._wakes.append(notify)
@@ -839,7 +872,11 @@ class LocalNode:
                 return []
             out, link.outbox = link.outbox, []
             link.urgent = False
-            return out
+            # Runs close here: what is sent from now on starts new ones.
+            taken: list[tuple[FrameData, list[OwnedFd]]] = []
+            for data, fds in out:
+                taken.append((data.frame() if isinstance(data, MessageRun) else data, fds))
+            return taken
 
     def disconnect(self, node_id: NodeId) -> None:
         self.fail_node(node_id, "remote node disconnected")
@@ -905,7 +942,9 @@ class LocalNode:
             link, encode_frame(frame), fds, lazy=event.lazy or event.kind in _HOUSEKEEPING
         )
 
-    def _enqueue(self, link: _Link, data: FrameData, fds: list[OwnedFd], *, lazy: bool) -> None:
+    def _enqueue(
+        self, link: _Link, data: FrameData | MessageRun, fds: list[OwnedFd], *, lazy: bool
+    ) -> None:
         """Queue a frame for the transport and, when needed, tell it."""
         was_empty = not link.outbox
         link.outbox.append((data, fds))
@@ -1008,6 +1047,9 @@ class LocalNode:
                 f"frame from {node_name(source)} is addressed to port {port_name(target)}, "
                 "which this node never handed out; a peer may only use ports it was given"
             )
+        if type(frame) is MessageRunFrame:
+            self._receive_run(source, port, frame, fds, inbound)
+            return
         if (
             type(frame) is MessageFrame
             and frame.seq == port.next_peer_seq
@@ -1036,6 +1078,50 @@ class LocalNode:
                 self._on_close(port)
             return
         self._work.append((port, self._from_frame(source, frame, fds, inbound)))
+
+    def _receive_run(
+        self,
+        source: NodeId,
+        port: Port,
+        frame: MessageRunFrame,
+        fds: list[OwnedFd],
+        inbound: Inbound | None,
+    ) -> None:
+        """A run of messages (see MessageRun), taken as that many message frames."""
+        datas = frame.datas
+        if fds or not datas:
+            _close_fds(fds)
+            raise ProtocolError(
+                f"run of messages from {node_name(source)} holds {len(datas)} messages "
+                f"and {len(fds)} descriptors; a run holds one message or more and no "
+                "descriptor"
+            )
+        seq = frame.seq
+        for index, body in enumerate(datas):
+            if (
+                seq == port.next_peer_seq
+                and port.state is _PEERED
+                and not port.early
+                and not port.closed_local
+            ):
+                # The fast path of _receive, message by message.
+                port.next_peer_seq = seq + 1
+                payload = (
+                    InboundPayload(body, [], inbound) if inbound is not None else Payload(body, [])
+                )
+                if port.handler is not None:
+                    port.handler.port_message(port, payload, self._wakes)
+                else:
+                    port.queue.append(payload)
+                seq += 1
+                continue
+            # Otherwise this message and the rest take the general path, in order,
+            # as frames of their own would.
+            for later in datas[index:]:
+                single = message_frame(frame.target, seq, False, later)
+                self._work.append((port, self._from_frame(source, single, [], inbound)))
+                seq += 1
+            return
 
     def _on_peer_gone(self, source: NodeId, gone: PortId) -> None:
         address = (source, gone)

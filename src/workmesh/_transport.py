@@ -210,7 +210,9 @@ class Connection:
         """Begin servicing the socket (call on the loop thread)."""
         self.sock.setblocking(False)
         self._io_watch()
-        self.node.connect(self.peer, self._notify, self._notify_lazy)
+        self.node.connect(
+            self.peer, self._notify, self._notify_lazy, max_frame=self.limits.max_frame
+        )
         if self._out:
             self._flush()
 

@@ -637,6 +637,17 @@ class MessageFrame(msgspec.Struct, frozen=True, array_like=True, tag=1):
     resources: list[PortRecord | FdRecord] = []
 
 
+class MessageRunFrame(msgspec.Struct, frozen=True, array_like=True, tag=8):
+    """Consecutive messages to one port, as one frame: ``datas[i]`` is the message
+    with sequence number ``seq + i``; none carries a resource or the close.  A
+    receiver treats it exactly as that many message frames in a row (see
+    :class:`MessageRun`)."""
+
+    target: ID
+    seq: int
+    datas: list[memoryview]  # views into the frame, as MessageFrame.data
+
+
 class ChangePeerFrame(msgspec.Struct, frozen=True, array_like=True, tag=3):
     target: ID
     seq: int
@@ -671,6 +682,7 @@ class PeerGoneFrame(msgspec.Struct, frozen=True, array_like=True, tag=7):
 
 Frame = (
     MessageFrame
+    | MessageRunFrame
     | ChangePeerFrame
     | AckChangePeerFrame
     | AckPortFrame
@@ -715,8 +727,60 @@ def encode_spliced(target: bytes, seq: int, close: bool, payload: SplicedPayload
     return (empty[:-3] + _bin_header(size) + payload.head, payload.body, b"\x90")
 
 
-def frame_bytes(data: FrameData) -> bytes:
+# A run's frame may hold this many bytes of messages (and never more than the
+# link's frame limit): enough to spread a frame's fixed cost over a hundred small
+# messages, small enough to stay in the caches.
+RUN_BYTES: Final = 32 * 1024
+_RUN_ITEM = 5  # msgpack's largest bin header; each message in a run costs its own
+_RUN_HEAD = 32  # a run frame's array, tag, target and sequence number, at most
+
+
+class MessageRun:
+    """Messages to one port that wait together in a link's outbox, merged.
+
+    A node sending plain messages faster than the transport takes them appends
+    each one to the run at the end of the outbox (when it continues that run's
+    sequence) instead of encoding a frame per message.  The transport gets the
+    run as one frame (:meth:`frame`): a :class:`MessageRunFrame`, or a plain
+    message frame if it holds one message.  Frames on a link keep their order,
+    and a run stands for consecutive frames, so nothing changes for the
+    receiver except how many frames it decodes.  Measured on a small one-way
+    stream to a child: the sender's loop 1.6 -> 1.1 us per message, the child's
+    2.5 -> 1.5 us (a frame's own costs -- copy, decode, port lookup -- are paid
+    once per run).
+    """
+
+    __slots__ = ("datas", "next_seq", "seq", "size", "target")
+
+    def __init__(self, target: bytes, seq: int, data: Data) -> None:
+        self.target = target
+        self.seq = seq
+        self.next_seq = seq + 1
+        self.datas: list[Data] = [data]
+        self.size = _RUN_HEAD + _RUN_ITEM + len(data)
+
+    def extend(self, seq: int, data: Data, limit: int) -> bool:
+        """Append message ``seq`` if it continues the run and the frame stays within
+        ``limit`` bytes; False (nothing done) otherwise."""
+        size = self.size + _RUN_ITEM + len(data)
+        if seq != self.next_seq or size > limit:
+            return False
+        self.datas.append(data)
+        self.size = size
+        self.next_seq = seq + 1
+        return True
+
+    def frame(self) -> bytes:
+        datas = self.datas
+        if len(datas) == 1:
+            return encode_frame(message_frame(self.target, self.seq, False, datas[0]))
+        return encode_frame(MessageRunFrame(self.target, self.seq, cast("list[memoryview]", datas)))
+
+
+def frame_bytes(data: FrameData | MessageRun) -> bytes:
     """A queued frame in one piece."""
+    if isinstance(data, MessageRun):
+        return data.frame()
     return b"".join(data) if isinstance(data, tuple) else data
 
 
