@@ -599,6 +599,48 @@ def test_a_run_that_arrives_early_waits_for_the_message_before_it(net: MemoryNet
     assert rec.text == "abcde" and rec.error is None
 
 
+class BatchRecorder(Recorder):
+    """A recorder that also takes runs of messages in one call."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.batches: list[int] = []
+
+    def port_messages(self, port: Port, payloads: list[Payload], wakes: list[object]) -> None:
+        self.batches.append(len(payloads))
+        for payload in payloads:
+            self.port_message(port, payload, wakes)
+
+
+def test_a_run_in_order_reaches_a_batch_handler_in_one_call(net: MemoryNetwork) -> None:
+    a_node, b_node = net.add_node(), net.add_node()
+    a, b = net.pair(a_node, b_node)
+    rec = BatchRecorder()
+    b.set_handler(rec)
+    for c in "abcd":
+        a.send(msg(c))
+    net.pump()
+    a.send(msg("e"))  # alone: an ordinary message frame
+    net.pump()
+    assert rec.text == "abcde" and rec.batches == [4]
+    assert b.next_peer_seq == 6
+
+
+def test_an_early_run_reaches_a_batch_handler_message_by_message(net: MemoryNetwork) -> None:
+    a_node, b_node = net.add_node(), net.add_node()
+    a, b = net.pair(a_node, b_node)
+    rec = BatchRecorder()
+    b.set_handler(rec)
+    a.send(msg("a"))
+    first = a_node.take_outbox(b_node.id)
+    for c in "bcd":
+        a.send(msg(c))
+    ((run, fds),) = a_node.take_outbox(b_node.id)
+    b_node.receive(a_node.id, run, fds)
+    b_node.receive(a_node.id, *first[0])
+    assert rec.text == "abcd" and rec.batches == []
+
+
 @pytest.mark.parametrize(
     ("datas", "nfds", "what"),
     [([], 0, "holds 0 messages and 0 descriptors"), ([b"x"], 1, "and 1 descriptors")],

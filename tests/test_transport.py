@@ -12,6 +12,7 @@ import pytest
 
 from workmesh import NodeError, OwnedFd
 from workmesh import _transport as transport
+from workmesh._channel._mpsc import receiver_from_port, sender_from_port
 from workmesh._ids import new_port_id
 from workmesh._node import LocalNode, Port
 from workmesh._transport import Connection, IoLoop
@@ -258,6 +259,24 @@ def test_a_burst_under_a_small_frame_limit_is_merged_within_it(io: IoLoop) -> No
     asyncio.run(burst())
     assert [bytes(p.data) for p in inbox.wait_for(1000)] == sent
     assert not pair.cb.closed and pair.cb.error is None
+    pair.close()
+
+
+def test_a_burst_to_a_channel_arrives_whole_and_in_order(io: IoLoop) -> None:
+    """Runs of messages reach a channel's receiver a run at a time, in order, and
+    every payload gives its bytes back to the connection once consumed."""
+    pair = Pair(io)
+    rx = receiver_from_port(pair.pb, int)
+    tx = sender_from_port(pair.pa, int)
+
+    async def exchange() -> list[int]:
+        for i in range(5000):
+            tx.send(i)
+        tx.close()
+        return [i async for i in rx]
+
+    assert asyncio.run(exchange()) == list(range(5000))
+    assert pair.cb._inbound.pending() == 0
     pair.close()
 
 

@@ -134,6 +134,12 @@ class PortHandler(Protocol):
     def port_failed(self, port: Port, error: NodeError, wakes: list[Wake]) -> None: ...
 
 
+# A handler may also define ``port_messages(port, payloads, wakes)`` to take a run
+# of messages (see MessageRun) in one call; it must do what ``port_message`` for
+# each payload, in order, would.
+TakeRun = Callable[["Port", list[Payload], list[Wake]], None]
+
+
 # Event kinds inside a node.
 MESSAGE, CHANGE_PEER, ACK_CHANGE_PEER, ACK_PORT, FAIL_PORT, PEER_GONE = 1, 3, 4, 5, 6, 7
 
@@ -1097,6 +1103,22 @@ class LocalNode:
                 "descriptor"
             )
         seq = frame.seq
+        take_run: TakeRun | None = getattr(port.handler, "port_messages", None)
+        if (
+            take_run is not None
+            and seq == port.next_peer_seq
+            and port.state is _PEERED
+            and not port.early
+            and not port.closed_local
+        ):
+            # The whole run in order, to a handler that takes it in one call (a
+            # channel: one lock and one wake-up check per run, not per message).
+            port.next_peer_seq = seq + len(datas)
+            if inbound is not None:
+                take_run(port, [InboundPayload(b, [], inbound) for b in datas], self._wakes)
+            else:
+                take_run(port, [Payload(b, []) for b in datas], self._wakes)
+            return
         for index, body in enumerate(datas):
             if (
                 seq == port.next_peer_seq

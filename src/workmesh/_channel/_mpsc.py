@@ -142,6 +142,15 @@ class _Core:
         if waiter is not None:
             wakes.append(waiter.wake)
 
+    def port_messages(self, port: Port, payloads: list[Payload], wakes: list[Any]) -> None:
+        """A run of messages (none carries a resource, so none is an attach marker)."""
+        items = [_FromPort(port, payload) for payload in payloads]
+        with self.lock:
+            self.items.extend(items)
+            waiter, self.waiter = self.waiter, None
+        if waiter is not None:
+            wakes.append(waiter.wake)
+
     def port_closed(self, port: Port, wakes: list[Any]) -> None:
         self._port_end(port, None, wakes)
 
