@@ -26,6 +26,7 @@ from workmesh._channel._mpsc import (
 )
 from workmesh._node import local_node
 from workmesh._wire import codec_for
+from workmesh.testing import MemoryNetwork
 
 pytestmark = pytest.mark.timeout(20)
 
@@ -840,3 +841,70 @@ def test_forged_attach_marker_is_data_not_control() -> None:
     with pytest.raises(wm.ChannelFailed) as info:
         far_rx.recv_blocking(timeout=5)
     assert info.value.kind is wm.ChannelErrorKind.CORRUPTION
+
+
+# --------------------------------------------------------------------------------------
+# Runs of messages from another node (MessageRun): queued as one item, taken one by one
+
+
+def _run_into(
+    tp: Any, values: list[Any], sent_as: Any = object
+) -> tuple[MemoryNetwork, wm.Receiver[Any]]:
+    """A receiver on one in-memory node holding ``values`` sent from another node as
+    one run (one frame); returns the network and the receiver."""
+    net = MemoryNetwork()
+    a_node, b_node = net.add_node(), net.add_node()
+    a, b = net.pair(a_node, b_node)
+    rx = receiver_from_port(b, tp)
+    tx = sender_from_port(a, sent_as)
+    for value in values:
+        tx.send(value)
+    assert net.pump() == 1  # one frame: the run
+    return net, rx
+
+
+def test_a_run_is_taken_one_message_at_a_time_by_every_kind_of_receive() -> None:
+    _net, rx = _run_into(int, list(range(8)))
+    got = [rx.try_recv(), rx.recv_blocking(timeout=5)]
+
+    async def rest() -> list[int]:
+        first = await rx.recv()
+        more = []
+        async for value in rx:
+            more.append(value)
+            if len(more) == 4:
+                break
+        return [first, *more]
+
+    got += asyncio.run(rest())
+    got.append(rx.try_recv())
+    assert got == list(range(8))
+    with pytest.raises(wm.ChannelEmpty):
+        rx.try_recv()
+
+
+def test_a_receiver_moved_in_the_middle_of_a_run_forwards_the_rest_in_order() -> None:
+    _net, rx = _run_into(int, list(range(6)))
+    assert [rx.try_recv(), rx.try_recv()] == [0, 1]
+    moved = receiver_from_port(receiver_to_port(rx), int)
+    assert [moved.try_recv() for _ in range(4)] == [2, 3, 4, 5]
+
+
+def test_a_message_of_a_run_that_does_not_decode_fails_the_channel_there() -> None:
+    """The messages before it are received; it and the rest of the run are not."""
+    _net, rx = _run_into(int, [1, 2, "three", 4])
+    assert [rx.try_recv(), rx.try_recv()] == [1, 2]
+    with pytest.raises(wm.ChannelFailed) as info:
+        rx.try_recv()
+    assert info.value.kind is wm.ChannelErrorKind.CORRUPTION
+    with pytest.raises(wm.ChannelClosed):  # the rest of the run went with the port
+        rx.try_recv()
+
+
+def test_async_for_stops_at_the_corrupt_message_of_a_run() -> None:
+    _net, rx = _run_into(int, [1, 2, "three", 4])
+
+    async def drain() -> list[int]:
+        return [value async for value in rx]
+
+    assert asyncio.run(drain()) == [1, 2]

@@ -18,6 +18,7 @@ from workmesh._wire import (
     MessageFrame,
     MessageRunFrame,
     Payload,
+    RunPayload,
     SplicedPayload,
     decode_frame,
     encode_frame,
@@ -606,10 +607,10 @@ class BatchRecorder(Recorder):
         super().__init__()
         self.batches: list[int] = []
 
-    def port_messages(self, port: Port, payloads: list[Payload], wakes: list[object]) -> None:
-        self.batches.append(len(payloads))
-        for payload in payloads:
-            self.port_message(port, payload, wakes)
+    def port_run(self, port: Port, run: RunPayload, wakes: list[object]) -> None:
+        self.batches.append(len(run.datas))
+        for data in run.datas:
+            self.port_message(port, Payload(data), wakes)
 
 
 def test_a_run_in_order_reaches_a_batch_handler_in_one_call(net: MemoryNetwork) -> None:

@@ -67,12 +67,14 @@ from ._wire import (
     FrameData,
     Inbound,
     InboundPayload,
+    InboundRunPayload,
     MessageFrame,
     MessageRun,
     MessageRunFrame,
     Payload,
     PeerGoneFrame,
     PortRecord,
+    RunPayload,
     SplicedPayload,
     decode_frame,
     encode_frame,
@@ -134,10 +136,10 @@ class PortHandler(Protocol):
     def port_failed(self, port: Port, error: NodeError, wakes: list[Wake]) -> None: ...
 
 
-# A handler may also define ``port_messages(port, payloads, wakes)`` to take a run
-# of messages (see MessageRun) in one call; it must do what ``port_message`` for
-# each payload, in order, would.
-TakeRun = Callable[["Port", list[Payload], list[Wake]], None]
+# A handler may also define ``port_run(port, run, wakes)`` to take a run of
+# messages that arrived in order (a RunPayload, see MessageRun) in one call; it
+# must do what ``port_message`` for each of its messages, in order, would.
+TakeRun = Callable[["Port", RunPayload, list[Wake]], None]
 
 
 # Event kinds inside a node.
@@ -1103,7 +1105,7 @@ class LocalNode:
                 "descriptor"
             )
         seq = frame.seq
-        take_run: TakeRun | None = getattr(port.handler, "port_messages", None)
+        take_run: TakeRun | None = getattr(port.handler, "port_run", None)
         if (
             take_run is not None
             and seq == port.next_peer_seq
@@ -1112,12 +1114,10 @@ class LocalNode:
             and not port.closed_local
         ):
             # The whole run in order, to a handler that takes it in one call (a
-            # channel: one lock and one wake-up check per run, not per message).
+            # channel queues it as one item: see RunPayload).
             port.next_peer_seq = seq + len(datas)
-            if inbound is not None:
-                take_run(port, [InboundPayload(b, [], inbound) for b in datas], self._wakes)
-            else:
-                take_run(port, [Payload(b, []) for b in datas], self._wakes)
+            run = InboundRunPayload(datas, inbound) if inbound is not None else RunPayload(datas)
+            take_run(port, run, self._wakes)
             return
         for index, body in enumerate(datas):
             if (

@@ -210,6 +210,38 @@ class InboundPayload(Payload):
         self._inbound._given.append(self._size)
 
 
+class RunPayload:
+    """The messages of a run (see MessageRun) that arrived in order: their
+    encodings, in sequence, none carrying a resource.
+
+    A handler that takes a run whole (``port_run``) keeps it as one object
+    rather than a payload per message: the cost of a message is then little more
+    than its decoding, and a receiver that lags holds one object per run for the
+    garbage collector to walk, not several per message.
+    """
+
+    __slots__ = ("datas",)
+
+    def __init__(self, datas: list[bytes]) -> None:
+        self.datas = datas
+
+
+class InboundRunPayload(RunPayload):
+    """A run charged to its connection's :class:`Inbound` while it lives (its
+    messages' bytes are given back together, when the run is released)."""
+
+    __slots__ = ("_inbound", "_size")
+
+    def __init__(self, datas: list[bytes], inbound: Inbound) -> None:
+        self.datas = datas
+        self._inbound = inbound
+        self._size = size = sum(map(len, datas))
+        inbound._received += size
+
+    def __del__(self) -> None:
+        self._inbound._given.append(self._size)
+
+
 class _RawResource:
     """Marks a resource that is already in its travelling form (a port, an fd),
     held by ``owner`` (an encoded Message's payload) until it is sent."""
@@ -434,6 +466,15 @@ class Codec:
                 kind.check(obj)
         return Payload(data, [_take(obj) for obj in ctx.objs])
 
+    def decode_data(self, data: Data) -> Any:
+        """Decode an encoding that carries no resource (a message of a run)."""
+        if _state.dec is _NO_RESOURCES and self.type is not Message:
+            try:
+                return self._decoder.decode(data)
+            except (msgspec.DecodeError, ValueError, TypeError) as exc:
+                raise _decode_error(exc, self.type) from exc
+        return self.decode(Payload(data, []))
+
     def decode(self, payload: Payload) -> Any:
         if self.type is Message:
             return Message._from_payload(Payload(payload.data, payload.take_resources()))
@@ -645,7 +686,10 @@ class MessageRunFrame(msgspec.Struct, frozen=True, array_like=True, tag=8):
 
     target: ID
     seq: int
-    datas: list[memoryview]  # views into the frame, as MessageFrame.data
+    # Decoded as bytes, not views into the frame: a run's messages are small, and
+    # bytes objects are not tracked by the garbage collector -- a receiver that
+    # lags holds many of them (see RunPayload).
+    datas: list[bytes]
 
 
 class ChangePeerFrame(msgspec.Struct, frozen=True, array_like=True, tag=3):
@@ -774,7 +818,7 @@ class MessageRun:
         datas = self.datas
         if len(datas) == 1:
             return encode_frame(message_frame(self.target, self.seq, False, datas[0]))
-        return encode_frame(MessageRunFrame(self.target, self.seq, cast("list[memoryview]", datas)))
+        return encode_frame(MessageRunFrame(self.target, self.seq, cast("list[bytes]", datas)))
 
 
 def frame_bytes(data: FrameData | MessageRun) -> bytes:

@@ -41,7 +41,7 @@ from .._errors import (
     PayloadError,
 )
 from .._node import Port, local_node
-from .._wire import Codec, Payload, codec_for
+from .._wire import Codec, Payload, RunPayload, codec_for
 from ._rpc import call as _call
 from ._rpc import call_failable as _call_failable
 from ._waiter import AsyncWaiter, ThreadWaiter, Waiter
@@ -61,6 +61,31 @@ class _FromPort:
     def __init__(self, port: Port, payload: Payload) -> None:
         self.port = port
         self.payload = payload
+
+
+class _FromRun:
+    """A run of messages from a port (see RunPayload), queued as one item.  It
+    stays at the head of the queue until its last message is taken, so a receive
+    cancelled while parked loses nothing here either."""
+
+    __slots__ = ("datas", "next", "port", "run")
+
+    def __init__(self, port: Port, run: RunPayload) -> None:
+        self.port = port
+        self.run = run  # holds the run's charge to its connection while queued
+        self.datas = run.datas
+        self.next = 0
+
+    def take(self, items: deque[Any]) -> _FromPort:
+        """The next message as an item of its own (call under the core's lock)."""
+        data = self.datas[self.next]
+        self.next += 1
+        if self.next == len(self.datas):
+            items.popleft()
+        return _FromPort(self.port, Payload(data, []))
+
+    def rest(self) -> list[Payload]:
+        return [Payload(data, []) for data in self.datas[self.next :]]
 
 
 class _PortEnd:
@@ -142,11 +167,12 @@ class _Core:
         if waiter is not None:
             wakes.append(waiter.wake)
 
-    def port_messages(self, port: Port, payloads: list[Payload], wakes: list[Any]) -> None:
-        """A run of messages (none carries a resource, so none is an attach marker)."""
-        items = [_FromPort(port, payload) for payload in payloads]
+    def port_run(self, port: Port, run: RunPayload, wakes: list[Any]) -> None:
+        """A run of messages, queued whole (none carries a resource, so none is an
+        attach marker)."""
+        item = _FromRun(port, run)
         with self.lock:
-            self.items.extend(items)
+            self.items.append(item)
             waiter, self.waiter = self.waiter, None
         if waiter is not None:
             wakes.append(waiter.wake)
@@ -169,7 +195,7 @@ class _Core:
 
 
 _EMPTY: Final = object()
-_CONTROL: Final = frozenset({_FromPort, _PortEnd, _Attach})
+_CONTROL: Final = frozenset({_FromPort, _FromRun, _PortEnd, _Attach})
 
 
 class Sender(Generic[T]):
@@ -289,8 +315,11 @@ class Receiver(Generic[T]):
         nothing.
         """
         with core.lock:
-            if core.items:
-                return core.items.popleft(), None
+            items = core.items
+            if items:
+                if type(items[0]) is _FromRun:
+                    return items[0].take(items), None
+                return items.popleft(), None
             if core.senders == 0 and not core.ports:
                 self._terminated = True
                 raise ChannelClosed()
@@ -420,11 +449,37 @@ class Receiver(Generic[T]):
                 # receiving side).  Only an empty queue waits, in recv().
                 core = self._live_core()
                 with core.lock:
-                    item = core.items.popleft() if core.items else _EMPTY
+                    items = core.items
+                    if not items:
+                        item = _EMPTY
+                    elif type(items[0]) is _FromRun:
+                        # A message of a run, decoded from its encoding: no item
+                        # or payload object of its own (see RunPayload).
+                        run = items[0]
+                        data = run.datas[run.next]
+                        run.next += 1
+                        if run.next == len(run.datas):
+                            items.popleft()
+                        item = run
+                    else:
+                        item = items.popleft()
                 if item is _EMPTY:
                     yield await self.recv()
                     continue
-                if type(item) is _FromPort and not core.corrupt:
+                if type(item) is _FromRun:
+                    if core.corrupt:
+                        value = self._ready(core, _FromPort(item.port, Payload(data, [])))
+                    else:
+                        codec = core._codec
+                        if codec is None:
+                            codec = core.codec
+                        try:
+                            value = codec.decode_data(data)
+                        except PayloadError as exc:
+                            value = self._corrupt(
+                                core, _FromPort(item.port, Payload(data, [])), exc
+                            )
+                elif type(item) is _FromPort and not core.corrupt:
                     codec = core._codec
                     if codec is None:
                         codec = core.codec
@@ -563,7 +618,12 @@ def receiver_to_port(receiver: Receiver[Any]) -> Port:
             core.receiver_alive = False
             return ports[0]
         try:
-            buffered = [_as_payload(core, item) for item in core.items]
+            buffered: list[Payload | None] = []
+            for item in core.items:
+                if type(item) is _FromRun:
+                    buffered += item.rest()
+                else:
+                    buffered.append(_as_payload(core, item))
         except PayloadError:
             # Nothing has moved yet: give the receiver its ports back and let the
             # caller see why its message cannot be sent.
