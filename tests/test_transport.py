@@ -84,6 +84,20 @@ def test_messages_cross_in_order(io: IoLoop) -> None:
     pair.close()
 
 
+def test_a_connection_asks_for_larger_socket_buffers(io: IoLoop) -> None:
+    """Linux gives twice what is asked, capped by net.core.{w,r}mem_max."""
+    pair = Pair(io)
+    for option, cap in ((socket.SO_SNDBUF, "wmem_max"), (socket.SO_RCVBUF, "rmem_max")):
+        with open(f"/proc/sys/net/core/{cap}") as f:
+            most = int(f.read())
+        fresh, other = socket.socketpair()
+        with fresh, other:
+            default = fresh.getsockopt(socket.SOL_SOCKET, option)
+        got = pair.ca.sock.getsockopt(socket.SOL_SOCKET, option)
+        assert got == max(default, 2 * min(transport.SOCKET_BUFFER, most))
+    pair.close()
+
+
 def test_large_messages(io: IoLoop) -> None:
     pair = Pair(io)
     inbox = Inbox()

@@ -58,10 +58,25 @@ LAZY_DELAY = 0.001  # seconds housekeeping frames may wait for company
 BURST_BACKSTOP = 0.002  # seconds a blocked sender's queued frames may wait
 HOME_CHECK = 0.002  # seconds the I/O thread looks away while the home loop reads
 HOME_GRACE = 0.001  # seconds data may wait unread before the I/O thread reads it
+# Bytes the kernel may hold for a connection in each direction (Linux caps it at
+# net.core.wmem_max / rmem_max and doubles it for its bookkeeping).  The default,
+# about 200 KiB, holds three 64 KiB messages: the writer and the reader then take
+# turns waking each other.  Measured on a one-way stream of 64 KiB messages to a
+# child: 57k -> 70k messages/s; small messages unchanged.  Memory is used only
+# while messages wait in the socket.
+SOCKET_BUFFER = 1 << 20
 MAX_IOV = 512  # below the kernel's IOV_MAX of 1024 buffers per sendmsg
 _FD_SIZE = array.array("i").itemsize
 _ANC_SIZE = socket.CMSG_SPACE(MAX_FDS_PER_SEND * _FD_SIZE)
 _SMALL_FRAME = 4096  # frames up to this size are copied behind their header
+
+
+def _raise_buffers(sock: socket.socket) -> None:
+    """Ask for SOCKET_BUFFER each way, never for less than the socket has."""
+    for option in (socket.SO_SNDBUF, socket.SO_RCVBUF):
+        with contextlib.suppress(OSError):  # best effort: the kernel may refuse or cap it
+            if sock.getsockopt(socket.SOL_SOCKET, option) < 2 * SOCKET_BUFFER:
+                sock.setsockopt(socket.SOL_SOCKET, option, SOCKET_BUFFER)
 
 
 def new_event_loop() -> asyncio.AbstractEventLoop:
@@ -209,6 +224,7 @@ class Connection:
     def start(self) -> None:
         """Begin servicing the socket (call on the loop thread)."""
         self.sock.setblocking(False)
+        _raise_buffers(self.sock)
         self._io_watch()
         self.node.connect(
             self.peer, self._notify, self._notify_lazy, max_frame=self.limits.max_frame
