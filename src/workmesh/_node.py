@@ -326,7 +326,11 @@ class LocalNode:
             if self._settle_waiters and not self._in_flight():
                 self._wakes += self._settle_waiters
                 self._settle_waiters = []
-            wakes, self._wakes = self._wakes, []
+            wakes: list[Wake] | tuple[()] = self._wakes
+            if wakes:
+                self._wakes = []
+            else:
+                wakes = ()  # not the live list: another thread may append to it
         finally:
             self._owner = 0
             self._lock.release()
@@ -426,7 +430,7 @@ class LocalNode:
                 link = self._links.get(peer[0])
                 if link is not None and link.state is _ACTIVE:
                     # The common case -- plain data to a peer on a connected node --
-                    # framed at once: the steps _send_peer, _route_for and _emit take
+                    # queued at once: the steps _send_peer, _route_for and _emit take
                     # for it (a node with an active link has not failed).  Measured,
                     # a sixth of the sender's cost per streamed message.  (A large
                     # value sent by reference takes _emit's way, which frames it.)
