@@ -47,6 +47,7 @@ from workmesh._wire import (
     FdRecord,
     FrameDecoder,
     MessageFrame,
+    MessageRunFrame,
     Payload,
     PortRecord,
     codec_for,
@@ -240,6 +241,15 @@ def random_frame(rnd: random.Random, scene: Scene) -> tuple[bytes, int]:
                     )
                 )
         close = rnd.random() < 0.1
+        if not records and not close and rnd.random() < 0.3:
+            # A run of messages to the port: it, and a few more without resources
+            # (now and then none at all, which no sender makes).
+            datas = [data] if rnd.random() < 0.95 else []
+            for _ in range(rnd.randrange(4) if datas else 0):
+                _tp, more, more_plan = random_payload(rnd, tp)
+                if not more_plan.kinds:
+                    datas.append(more)
+            return encode_frame(MessageRunFrame(port, _a_seq(rnd), datas)), 0
         frame = MessageFrame(port, _a_seq(rnd), close, data, records)
         return encode_frame(frame), plan.kinds.count("fd")
     target = _an_id(rnd, scene)
