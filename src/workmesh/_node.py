@@ -1123,31 +1123,12 @@ class LocalNode:
             run = InboundRunPayload(datas, inbound) if inbound is not None else RunPayload(datas)
             take_run(port, run, self._wakes)
             return
-        for index, body in enumerate(datas):
-            if (
-                seq == port.next_peer_seq
-                and port.state is _PEERED
-                and not port.early
-                and not port.closed_local
-            ):
-                # The fast path of _receive, message by message.
-                port.next_peer_seq = seq + 1
-                payload = (
-                    InboundPayload(body, [], inbound) if inbound is not None else Payload(body, [])
-                )
-                if port.handler is not None:
-                    port.handler.port_message(port, payload, self._wakes)
-                else:
-                    port.queue.append(payload)
-                seq += 1
-                continue
-            # Otherwise this message and the rest take the general path, in order,
-            # as frames of their own would.
-            for later in datas[index:]:
-                single = message_frame(frame.target, seq, False, later)
-                self._work.append((port, self._from_frame(source, single, [], inbound)))
-                seq += 1
-            return
+        # Otherwise -- a handler that takes messages one at a time, a run that
+        # arrived early, a port on the move -- each message takes the general path,
+        # in order, as a frame of its own would.
+        for offset, body in enumerate(datas):
+            single = message_frame(frame.target, seq + offset, False, body)
+            self._work.append((port, self._from_frame(source, single, [], inbound)))
 
     def _on_peer_gone(self, source: NodeId, gone: PortId) -> None:
         address = (source, gone)
