@@ -15,6 +15,7 @@ from workmesh._wire import (
     BY_REFERENCE,
     DIRECT_READ,
     DIRECT_READ_MAX,
+    MAX_RUN_MESSAGES,
     RUN_BYTES,
     Codec,
     FrameDecoder,
@@ -377,6 +378,31 @@ def test_a_run_never_grows_past_its_limit(sizes: list[int]) -> None:
             break
     assert len(run.datas) == 1 or run.size <= limit
     assert len(run.frame()) <= run.size
+
+
+def test_a_run_frame_with_too_many_messages_is_refused_from_its_header() -> None:
+    """A run claiming more messages than any sender makes is refused before a
+    message is made: a claim of four billion, with nothing behind it, fails at once."""
+    target = os.urandom(16)
+    most = encode_frame(MessageRunFrame(target, 1, [b"ab"] * MAX_RUN_MESSAGES))
+    frame = decode_frame(most)
+    assert isinstance(frame, MessageRunFrame) and len(frame.datas) == MAX_RUN_MESSAGES
+    one_more = encode_frame(MessageRunFrame(target, 1, [b"ab"] * (MAX_RUN_MESSAGES + 1)))
+    with pytest.raises(wm.PayloadError, match=f"length <= {MAX_RUN_MESSAGES}"):
+        decode_frame(one_more)
+    header = b"\x94\x08\xc4\x10" + target + b"\x01\xdd\xff\xff\xff\xff"
+    with pytest.raises(wm.PayloadError, match=f"length <= {MAX_RUN_MESSAGES}"):
+        decode_frame(header)
+
+
+def test_no_run_a_sender_makes_holds_more_messages_than_a_receiver_takes() -> None:
+    run = MessageRun(os.urandom(16), 1, b"")
+    seq = 2
+    while run.extend(seq, b"", RUN_BYTES):
+        seq += 1
+    assert len(run.datas) <= MAX_RUN_MESSAGES
+    frame = decode_frame(run.frame())
+    assert isinstance(frame, MessageRunFrame) and len(frame.datas) == len(run.datas)
 
 
 def test_a_run_is_extended_only_by_the_next_sequence_number() -> None:

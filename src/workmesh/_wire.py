@@ -27,7 +27,7 @@ import threading
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Final, Protocol, TypeVar, cast, get_origin
+from typing import Annotated, Any, Final, Protocol, TypeVar, cast, get_origin
 
 import msgspec
 
@@ -678,6 +678,22 @@ class MessageFrame(msgspec.Struct, frozen=True, array_like=True, tag=1):
     resources: list[PortRecord | FdRecord] = []
 
 
+# A run's frame may hold this many bytes of messages (and never more than the
+# link's frame limit): enough to spread a frame's fixed cost over a hundred small
+# messages, small enough to stay in the caches.
+RUN_BYTES: Final = 32 * 1024
+_RUN_ITEM = 5  # msgpack's largest bin header; each message in a run costs its own
+_RUN_HEAD = 32  # a run frame's array, tag, target and sequence number, at most
+
+
+# A sender's run holds at most RUN_BYTES, and each message costs it at least
+# _RUN_ITEM: more messages than this in one run frame come from no workmesh sender.
+# Checked by the decoder from the array's header, before any message is made: a
+# frame of two-byte messages would otherwise make its receiver allocate ~24 times
+# the frame's size at once (a 64 MiB frame, 1.5 GB).
+MAX_RUN_MESSAGES: Final = RUN_BYTES // _RUN_ITEM
+
+
 class MessageRunFrame(msgspec.Struct, frozen=True, array_like=True, tag=8):
     """Consecutive messages to one port, as one frame: ``datas[i]`` is the message
     with sequence number ``seq + i``; none carries a resource or the close.  A
@@ -689,7 +705,7 @@ class MessageRunFrame(msgspec.Struct, frozen=True, array_like=True, tag=8):
     # Decoded as bytes, not views into the frame: a run's messages are small, and
     # bytes objects are not tracked by the garbage collector -- a receiver that
     # lags holds many of them (see RunPayload).
-    datas: list[bytes]
+    datas: Annotated[list[bytes], msgspec.Meta(max_length=MAX_RUN_MESSAGES)]
 
 
 class ChangePeerFrame(msgspec.Struct, frozen=True, array_like=True, tag=3):
@@ -769,14 +785,6 @@ def encode_spliced(target: bytes, seq: int, close: bool, payload: SplicedPayload
     assert empty.endswith(_NO_DATA_NO_RESOURCES)
     size = len(payload.head) + len(payload.body)
     return (empty[:-3] + _bin_header(size) + payload.head, payload.body, b"\x90")
-
-
-# A run's frame may hold this many bytes of messages (and never more than the
-# link's frame limit): enough to spread a frame's fixed cost over a hundred small
-# messages, small enough to stay in the caches.
-RUN_BYTES: Final = 32 * 1024
-_RUN_ITEM = 5  # msgpack's largest bin header; each message in a run costs its own
-_RUN_HEAD = 32  # a run frame's array, tag, target and sequence number, at most
 
 
 class MessageRun:
