@@ -10,7 +10,7 @@ import pytest
 
 import workmesh as wm
 
-from .helpers.workers import Counter, CounterParams, Incr
+from .helpers.workers import Collect, Collector, Counter, CounterParams, Incr
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -85,6 +85,43 @@ def test_restart_into_fresh_process_under_load_loses_nothing() -> None:
             for s in senders:
                 s.close()
             client.close()
+            exits = [c.wait() for c in mesh.children.values()]
+            assert await asyncio.wait_for(asyncio.gather(*exits), 10) == [0, 0]
+
+    run(main())
+
+
+def test_a_one_way_stream_queued_across_a_restart_arrives_whole_and_in_order() -> None:
+    """Plain messages sent in bursts (they travel several to a frame) while the
+    worker moves to a fresh process: the new one gets every message, once, in order,
+    after those the old one took."""
+    total = 20_000
+
+    async def main() -> None:
+        async with wm.Mesh("test") as mesh:
+            first = await mesh.launch_host("first", imports=["tests.helpers.workers"])
+            second = await mesh.launch_host("second", imports=["tests.helpers.workers"])
+            tx, items = wm.channel(int)
+            done_tx, done = wm.channel(list[int])
+            handle = await first.launch_worker(Collector, Collect(items, done_tx))
+            del items, done_tx
+            for i in range(total // 2):  # one turn of the loop: runs of messages
+                tx.send(i)
+            handle.restart(second)  # with much of the first half still queued
+            for i in range(total // 2, total):
+                tx.send(i)
+            assert isinstance(await handle.next_event(), wm.Started)
+            tx.send(-1)
+            pid, *seen = await asyncio.wait_for(done.recv(), 30)
+            assert seen == list(range(total)), "a message was lost, repeated or reordered"
+            by_name = {c.name: c.pid for c in mesh.children.values()}
+            assert pid == by_name["second"], "the stream did not end in the new process"
+            handle.stop()
+            assert [type(e).__name__ async for e in handle] == ["Stopped"]
+            first.close()
+            second.close()
+            tx.close()
+            done.close()
             exits = [c.wait() for c in mesh.children.values()]
             assert await asyncio.wait_for(asyncio.gather(*exits), 10) == [0, 0]
 

@@ -67,6 +67,64 @@ class Counter(wm.Worker[CounterParams, CounterState]):
             await asyncio.gather(app, ctl, return_exceptions=True)
 
 
+class Collect(msgspec.Struct):
+    """What a Collector gets and hands over: its stream, where the total goes
+    (once a negative number arrives), and what it has seen so far."""
+
+    items: wm.Receiver[int]
+    done: wm.Sender[list[int]]
+    seen: list[int] = []
+
+
+@wm.register_worker
+class Collector(wm.Worker[Collect, Collect]):
+    """Records a one-way stream of ints; its stream and record move on a restart."""
+
+    ID = wm.WorkerId("collector")
+
+    def __init__(self, state: Collect) -> None:
+        self.state = state
+
+    @classmethod
+    def new(cls, params: Collect) -> Collector:
+        return cls(params)
+
+    @classmethod
+    def restart(cls, state: Collect) -> Collector:
+        return cls(state)
+
+    async def run(self, rpc: wm.Receiver[wm.WorkerRpc[Collect]]) -> None:
+        state = self.state
+        app = asyncio.ensure_future(state.items.recv())
+        ctl = asyncio.ensure_future(rpc.recv())
+        try:
+            while True:
+                done, _ = await asyncio.wait({app, ctl}, return_when=asyncio.FIRST_COMPLETED)
+                if app in done:
+                    item = app.result()
+                    if item < 0:
+                        state.done.send([os.getpid(), *state.seen])
+                    else:
+                        state.seen.append(item)
+                    app = asyncio.ensure_future(state.items.recv())
+                if ctl in done:
+                    match ctl.result():
+                        case wm.Stop():
+                            return
+                        case wm.Restart() as restart:
+                            app.cancel()  # a cancelled receive loses nothing
+                            await asyncio.gather(app, return_exceptions=True)
+                            restart.complete(state)
+                            return
+                        case _:
+                            pass
+                    ctl = asyncio.ensure_future(rpc.recv())
+        finally:
+            app.cancel()
+            ctl.cancel()
+            await asyncio.gather(app, ctl, return_exceptions=True)
+
+
 class Blank(msgspec.Struct):
     pass
 
