@@ -541,6 +541,30 @@ def test_messages_queued_together_travel_as_one_run(net: MemoryNetwork) -> None:
     assert [type(p) for p in rec.payloads] == [Payload] * 6
 
 
+def test_send_data_queues_an_encoding_as_send_would(net: MemoryNetwork) -> None:
+    """Encodings sent with send_data share runs with payloads sent with send, in
+    order; to a local peer, or on a closed port, they behave as send does."""
+    a_node, b_node = net.add_node(), net.add_node()
+    a, b = net.pair(a_node, b_node)
+    rec = record(b)
+    a_node.send_data(a, b"1")
+    a.send(msg("2"))
+    a_node.send_data(a, b"3")
+    ((data, _fds),) = a_node.take_outbox(b_node.id)
+    frame = decode_frame(data)
+    assert isinstance(frame, MessageRunFrame) and frame.datas == [b"1", b"2", b"3"]
+    b_node.receive(a_node.id, data, [])
+    assert rec.text == "123"
+    here, there = a_node.new_pair()
+    got = record(there)
+    a_node.send_data(here, b"local")
+    assert got.messages == [b"local"]
+    a.close()
+    a_node.send_data(a, b"after close")
+    net.pump()
+    assert rec.text == "123" and rec.closed
+
+
 def test_a_run_ends_where_another_frame_is_queued(net: MemoryNetwork) -> None:
     """Frames keep their order on a link: a message carrying a port, or a message
     to another port, is queued after the run, and later messages start a new run."""

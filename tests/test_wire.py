@@ -147,6 +147,24 @@ def test_values_of_one_type_with_and_without_endpoints_all_encode() -> None:
     assert again.resources == [] and codec.decode(again) == {"n": 3}
 
 
+def test_encode_plain_gives_the_encoding_only_where_no_hook_or_reference_is_needed() -> None:
+    codec = Codec(object)
+    for value in ({"n": 1}, Point(1, 2), [1.5, "x"], b"y" * (BY_REFERENCE - 1)):
+        assert codec.encode_plain(value) == codec.encode(value).data
+    big = b"z" * BY_REFERENCE
+    assert codec.encode_plain(big) is None  # sent by reference: encode() splices it
+    assert codec.encode_plain(wm.Message(3)) is None
+    assert codec.encode_plain(2**70) is None  # encode() says why, as usual
+    with pytest.raises(wm.PayloadError):
+        codec.encode(2**70)
+    tx, _rx = wm.channel(int)
+    carrying = {"reply": tx}
+    assert codec.encode_plain(carrying) is None  # an endpoint: the hook's path...
+    assert codec.encode_plain({"n": 1}) is None  # ...from then on, for the whole type
+    assert not tx.is_closed()  # nothing was taken by the refused attempts
+    assert len(codec.encode(carrying).resources) == 1
+
+
 def test_a_plain_value_that_cannot_encode_is_the_usual_payload_error() -> None:
     codec = Codec(list[int])
     with pytest.raises(wm.PayloadError, match="cannot encode list as list: can't serialize ints"):

@@ -60,6 +60,7 @@ from ._wire import (
     AckChangePeerFrame,
     AckPortFrame,
     ChangePeerFrame,
+    Data,
     FailPortFrame,
     FdRecord,
     Frame,
@@ -421,39 +422,59 @@ class LocalNode:
             if port.state is not _PEERED or port.closed_local:
                 self._drop_payload(payload)
                 return
-            peer = port.peer
             if (
-                type(peer) is tuple
-                and not payload.resources
+                not payload.resources
                 and type(payload) is not SplicedPayload
+                and self._queue_plain(port, payload.data)
             ):
-                link = self._links.get(peer[0])
-                if link is not None and link.state is _ACTIVE:
-                    # The common case -- plain data to a peer on a connected node --
-                    # queued at once: the steps _send_peer, _route_for and _emit take
-                    # for it (a node with an active link has not failed).  Measured,
-                    # a sixth of the sender's cost per streamed message.  (A large
-                    # value sent by reference takes _emit's way, which frames it.)
-                    seq = port.next_local_seq
-                    port.next_local_seq = seq + 1
-                    outbox = link.outbox
-                    if outbox:
-                        last = outbox[-1][0]
-                        if (
-                            type(last) is MessageRun
-                            and last.target == peer[1]
-                            and last.extend(seq, payload.data, link.max_run)
-                        ):
-                            # Merged into the run the transport has not taken yet
-                            # (see MessageRun); a long burst is still streamed.
-                            if not len(last.datas) % _BATCH_FRAMES and link.notify is not None:
-                                self._wakes.append(link.notify)
-                            return
-                    self._enqueue(link, MessageRun(peer[1], seq, payload.data), [], lazy=False)
-                    return
+                return
             self._send_peer(port, _Event(MESSAGE, payload=payload))
         finally:
             self._leave()
+
+    def send_data(self, port: Port, data: bytes) -> None:
+        """``send(port, Payload(data))`` for an encoding that carries no resource:
+        the common case of a stream needs no payload object."""
+        self._enter()
+        try:
+            if port.state is not _PEERED or port.closed_local:
+                return  # nothing to drop: no resources
+            if not self._queue_plain(port, data):
+                self._send_peer(port, _Event(MESSAGE, payload=Payload(data, [])))
+        finally:
+            self._leave()
+
+    def _queue_plain(self, port: Port, data: Data) -> bool:
+        """Queue a message with no resources for a peer on a connected node; False
+        (nothing done) if the peer is elsewhere."""
+        peer = port.peer
+        if type(peer) is not tuple:
+            return False
+        link = self._links.get(peer[0])
+        if link is None or link.state is not _ACTIVE:
+            return False
+        # The common case -- plain data to a peer on a connected node -- queued at
+        # once: the steps _send_peer, _route_for and _emit take for it (a node with
+        # an active link has not failed).  Measured, a sixth of the sender's cost
+        # per streamed message.  (A large value sent by reference takes _emit's
+        # way, which frames it.)
+        seq = port.next_local_seq
+        port.next_local_seq = seq + 1
+        outbox = link.outbox
+        if outbox:
+            last = outbox[-1][0]
+            if (
+                type(last) is MessageRun
+                and last.target == peer[1]
+                and last.extend(seq, data, link.max_run)
+            ):
+                # Merged into the run the transport has not taken yet (see
+                # MessageRun); a long burst is still streamed.
+                if not len(last.datas) % _BATCH_FRAMES and link.notify is not None:
+                    self._wakes.append(link.notify)
+                return True
+        self._enqueue(link, MessageRun(peer[1], seq, data), [], lazy=False)
+        return True
 
     def send_and_close(self, port: Port, payload: Payload) -> None:
         """Send a last message and close, as one event (one frame to a remote peer)."""

@@ -417,6 +417,20 @@ class Codec:
                 got=_type_name(tp),
             ) from exc
 
+    def encode_plain(self, value: Any) -> bytes | None:
+        """``value``'s encoding when it needs no hook and is not sent by reference
+        (the common case of a stream); None when :meth:`encode` must do it."""
+        cls = type(value)
+        if cls is Message or cls in self._hooked or (cls is bytes and len(value) >= BY_REFERENCE):
+            return None
+        try:
+            return _plain_encoder.encode(value)
+        except TypeError:
+            self._hooked.add(cls)
+        except (ValueError, OverflowError, NotImplementedError, msgspec.EncodeError):
+            pass  # encode() raises it, worded as usual
+        return None
+
     def encode(self, value: Any) -> Payload:
         if type(value) is Message:
             # Type-erased at the top: its own encoding is the message (so a generic

@@ -224,7 +224,11 @@ class Sender(Generic[T]):
             codec = core._codec
             if codec is None:
                 codec = core.codec
-            remote.node.send(remote, codec.encode(msg))
+            data = codec.encode_plain(msg)
+            if data is not None:
+                remote.node.send_data(remote, data)
+            else:
+                remote.node.send(remote, codec.encode(msg))
             return
         if core.remote is None:
             waiter = None
