@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import os
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import msgspec
 
@@ -13,6 +14,8 @@ import workmesh as wm
 from .counter_api import COUNTER, CounterParams, CounterState, Incr
 
 __all__ = ["COUNTER", "Counter", "CounterParams", "CounterState", "Incr"]
+
+T = TypeVar("T")
 
 
 @wm.register_worker
@@ -37,34 +40,52 @@ class Counter(wm.Worker[CounterParams, CounterState]):
         return cls(state.requests, state.count)
 
     async def run(self, rpc: wm.Receiver[wm.WorkerRpc[CounterState]]) -> None:
-        app = asyncio.ensure_future(self.requests.recv())
-        ctl = asyncio.ensure_future(rpc.recv())
-        try:
-            while True:
-                done, _ = await asyncio.wait({app, ctl}, return_when=asyncio.FIRST_COMPLETED)
-                if app in done:
-                    request = app.result()
-                    self.count += request.rpc.input
-                    request.rpc.complete((os.getpid(), self.count))
-                    app = asyncio.ensure_future(self.requests.recv())
-                if ctl in done:
-                    match ctl.result():
-                        case wm.Stop():
-                            return
-                        case wm.Inspect(deferred=deferred):
-                            deferred.inspect(self)
-                        case wm.Restart() as restart:
-                            app.cancel()  # a cancelled receive loses nothing
-                            await asyncio.gather(app, return_exceptions=True)
-                            restart.complete(CounterState(self.requests, self.count))
-                            return
-                    ctl = asyncio.ensure_future(rpc.recv())
-        except wm.ChannelClosed:
-            return
-        finally:
-            app.cancel()
-            ctl.cancel()
-            await asyncio.gather(app, ctl, return_exceptions=True)
+        def count(request: Incr) -> None:
+            self.count += request.rpc.input
+            request.rpc.complete((os.getpid(), self.count))
+
+        await serve(
+            self.requests, rpc, count, lambda: CounterState(self.requests, self.count), self
+        )
+
+
+async def serve(
+    requests: wm.Receiver[T],
+    rpc: wm.Receiver[Any],
+    handle: Callable[[T], None],
+    state: Callable[[], Any],
+    inspected: object,
+) -> None:
+    """A test worker's loop: ``handle`` each request until Stop, or a Restart (which
+    gets ``state()`` once the pending receive is cancelled -- a cancelled receive
+    loses nothing), answering Inspect with ``inspected``; ends when ``requests``
+    closes."""
+    app = asyncio.ensure_future(requests.recv())
+    ctl = asyncio.ensure_future(rpc.recv())
+    try:
+        while True:
+            done, _ = await asyncio.wait({app, ctl}, return_when=asyncio.FIRST_COMPLETED)
+            if app in done:
+                handle(app.result())
+                app = asyncio.ensure_future(requests.recv())
+            if ctl in done:
+                match ctl.result():
+                    case wm.Stop():
+                        return
+                    case wm.Inspect(deferred=deferred):
+                        deferred.inspect(inspected)
+                    case wm.Restart() as restart:
+                        app.cancel()
+                        await asyncio.gather(app, return_exceptions=True)
+                        restart.complete(state())
+                        return
+                ctl = asyncio.ensure_future(rpc.recv())
+    except wm.ChannelClosed:
+        return
+    finally:
+        app.cancel()
+        ctl.cancel()
+        await asyncio.gather(app, ctl, return_exceptions=True)
 
 
 class Collect(msgspec.Struct):
@@ -95,34 +116,14 @@ class Collector(wm.Worker[Collect, Collect]):
 
     async def run(self, rpc: wm.Receiver[wm.WorkerRpc[Collect]]) -> None:
         state = self.state
-        app = asyncio.ensure_future(state.items.recv())
-        ctl = asyncio.ensure_future(rpc.recv())
-        try:
-            while True:
-                done, _ = await asyncio.wait({app, ctl}, return_when=asyncio.FIRST_COMPLETED)
-                if app in done:
-                    item = app.result()
-                    if item < 0:
-                        state.done.send([os.getpid(), *state.seen])
-                    else:
-                        state.seen.append(item)
-                    app = asyncio.ensure_future(state.items.recv())
-                if ctl in done:
-                    match ctl.result():
-                        case wm.Stop():
-                            return
-                        case wm.Restart() as restart:
-                            app.cancel()  # a cancelled receive loses nothing
-                            await asyncio.gather(app, return_exceptions=True)
-                            restart.complete(state)
-                            return
-                        case _:
-                            pass
-                    ctl = asyncio.ensure_future(rpc.recv())
-        finally:
-            app.cancel()
-            ctl.cancel()
-            await asyncio.gather(app, ctl, return_exceptions=True)
+
+        def record(item: int) -> None:
+            if item < 0:
+                state.done.send([os.getpid(), *state.seen])
+            else:
+                state.seen.append(item)
+
+        await serve(state.items, rpc, record, lambda: state, self)
 
 
 class Blank(msgspec.Struct):
