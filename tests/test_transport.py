@@ -3,22 +3,33 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import socket
 import threading
 from collections.abc import Callable, Iterator
+from typing import TypeVar
 
 import pytest
 
-from workmesh import NodeError, OwnedFd
+from workmesh import ChannelClosed, ChannelFailed, NodeError, OwnedFd, Receiver, Sender
 from workmesh import _transport as transport
 from workmesh._channel._mpsc import receiver_from_port, sender_from_port
 from workmesh._ids import new_port_id
 from workmesh._node import LocalNode, Port
 from workmesh._transport import Connection, IoLoop
-from workmesh._wire import BY_REFERENCE, Limits, Payload, SplicedPayload, frame_prefix
+from workmesh._wire import (
+    BY_REFERENCE,
+    FrameBytes,
+    Limits,
+    Payload,
+    SplicedPayload,
+    frame_prefix,
+)
 
 pytestmark = pytest.mark.timeout(30)
+
+T = TypeVar("T")
 
 
 class Inbox:
@@ -626,3 +637,197 @@ def test_leaving_home_sends_the_housekeeping_frames_that_waited_there(io: IoLoop
     moved.close()
     mine.close()
     pair.close()
+
+
+# ----------------------------------------------------------------- reading follows the messages
+
+
+class LoopThread:
+    """An event loop running on a thread of its own (as an asyncio worker's does)."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, name="test-loop")
+        self.thread.start()
+
+    def run(self, fn: Callable[[], T]) -> T:
+        """Run ``fn`` on the loop's thread, wait for its result."""
+
+        async def call() -> T:
+            return fn()
+
+        return asyncio.run_coroutine_threadsafe(call(), self.loop).result(10)
+
+    def stop(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+        self.loop.close()
+
+
+class Consumer:
+    """Receives ints on a LoopThread, parked between messages, noting each arrival."""
+
+    def __init__(self, where: LoopThread, rx: Receiver[int]) -> None:
+        self.where = where
+        self.rx = rx
+        self.got: list[int] = []
+        self.arrived = threading.Semaphore(0)
+        self.task = asyncio.run_coroutine_threadsafe(self._consume(), where.loop)
+
+    async def _consume(self) -> None:
+        with contextlib.suppress(ChannelClosed):
+            while True:
+                self.got.append(await self.rx.recv())
+                self.arrived.release()
+
+    def next(self) -> None:
+        assert self.arrived.acquire(timeout=10), "a message did not arrive"
+
+
+@pytest.fixture
+def other_loop() -> Iterator[LoopThread]:
+    where = LoopThread()
+    yield where
+    where.stop()
+
+
+def record_readers(monkeypatch: pytest.MonkeyPatch, conn: Connection) -> list[int]:
+    """The thread of every read of ``conn`` that delivered frames, in order."""
+    readers: list[int] = []
+    deliver = conn._deliver
+
+    def recording(frames: list[tuple[FrameBytes, int]]) -> None:
+        readers.append(threading.get_ident())
+        deliver(frames)
+
+    monkeypatch.setattr(conn, "_deliver", recording)
+    return readers
+
+
+def send_one_by_one(tx: Sender[int], consumer: Consumer, values: range) -> None:
+    for value in values:
+        tx.send(value)
+        consumer.next()
+
+
+def test_reading_moves_to_the_offered_loop_its_messages_wake_and_back_when_it_withdraws(
+    io: IoLoop, monkeypatch: pytest.MonkeyPatch, other_loop: LoopThread
+) -> None:
+    """A home loop that hands every message to a receiver parked on another loop
+    gives reading to that loop when it offered (an asyncio worker's loop), so later
+    messages are read where they are awaited; its withdrawal gives reading back."""
+    monkeypatch.setattr(transport, "HOME_GRACE", 60.0)  # no reads in a home's place
+    pair = Pair(io)
+    readers = record_readers(monkeypatch, pair.cb)
+    tx, rx = sender_from_port(pair.pa, int), receiver_from_port(pair.pb, int)
+    worker = other_loop
+    pair.b.offer_home(worker.loop)
+    consumer = Consumer(worker, rx)
+
+    async def main() -> None:
+        base = asyncio.get_running_loop()
+        pair.cb.adopt()
+        moved_after = None
+        for value in range(100):
+            await asyncio.to_thread(send_one_by_one, tx, consumer, range(value, value + 1))
+            if pair.cb.home is worker.loop:
+                moved_after = value + 1
+                break
+        assert moved_after is not None, "reading never moved to the receiver's loop"
+        assert moved_after >= transport.REHOME_VOTES
+        before = len(readers)
+        await asyncio.to_thread(send_one_by_one, tx, consumer, range(moved_after, 300))
+        assert set(readers[before:]) == {worker.thread.ident}
+        # The worker's loop withdraws: reading goes back to the base loop.
+        await asyncio.wrap_future(
+            asyncio.run_coroutine_threadsafe(withdraw(pair.b, worker.loop), worker.loop)
+        )
+        assert pair.cb.home is base
+        assert pair.cb.base is base
+        pair.cb.leave_home()
+
+    asyncio.run(main())
+    assert consumer.got == list(range(300))
+    tx.close()
+    consumer.task.result(10)
+    pair.close()
+
+
+async def withdraw(node: LocalNode, loop: asyncio.AbstractEventLoop) -> None:
+    node.withdraw_home(loop)
+
+
+def test_reading_stays_home_when_the_loop_its_messages_wake_did_not_offer(
+    io: IoLoop, monkeypatch: pytest.MonkeyPatch, other_loop: LoopThread
+) -> None:
+    elsewhere = other_loop  # it offers nothing
+    monkeypatch.setattr(transport, "HOME_GRACE", 60.0)
+    pair = Pair(io)
+    readers = record_readers(monkeypatch, pair.cb)
+    tx, rx = sender_from_port(pair.pa, int), receiver_from_port(pair.pb, int)
+    consumer = Consumer(elsewhere, rx)
+
+    async def main() -> None:
+        pair.cb.adopt()
+        await asyncio.to_thread(send_one_by_one, tx, consumer, range(50))
+        assert pair.cb.home is asyncio.get_running_loop()
+        pair.cb.leave_home()
+
+    asyncio.run(main())
+    assert set(readers) == {threading.get_ident()}  # this thread ran the home loop
+    assert consumer.got == list(range(50))
+    tx.close()
+    consumer.task.result(10)
+    pair.close()
+
+
+def test_reading_moves_from_the_io_thread_to_an_offered_loop_and_back(
+    io: IoLoop, monkeypatch: pytest.MonkeyPatch, other_loop: LoopThread
+) -> None:
+    """Without an adopting loop, reading leaves the I/O thread for an offered loop
+    its messages wake, and returns to the I/O thread when that loop withdraws."""
+    pair = Pair(io)
+    readers = record_readers(monkeypatch, pair.cb)
+    tx, rx = sender_from_port(pair.pa, int), receiver_from_port(pair.pb, int)
+    worker = other_loop
+    pair.b.offer_home(worker.loop)
+    consumer = Consumer(worker, rx)
+    sent = 0
+    while pair.cb.home is not worker.loop:
+        assert sent < 100, "reading never moved to the receiver's loop"
+        send_one_by_one(tx, consumer, range(sent, sent + 1))
+        sent += 1
+    assert readers[: transport.REHOME_VOTES] == [io.thread.ident] * transport.REHOME_VOTES
+    worker.run(lambda: pair.b.withdraw_home(worker.loop))
+    assert pair.cb.home is None
+    assert pair.cb.base is None
+    before = len(readers)
+    send_one_by_one(tx, consumer, range(sent, sent + 20))
+    assert set(readers[before:]) == {io.thread.ident}
+    assert consumer.got == list(range(sent + 20))
+    tx.close()
+    consumer.task.result(10)
+    pair.close()
+
+
+def test_a_connection_closing_while_an_offered_loop_reads_it_closes_its_socket(
+    io: IoLoop, other_loop: LoopThread
+) -> None:
+    pair = Pair(io)
+    tx, rx = sender_from_port(pair.pa, int), receiver_from_port(pair.pb, int)
+    worker = other_loop
+    pair.b.offer_home(worker.loop)
+    consumer = Consumer(worker, rx)
+    sent = 0
+    while pair.cb.home is not worker.loop:
+        assert sent < 100, "reading never moved to the receiver's loop"
+        send_one_by_one(tx, consumer, range(sent, sent + 1))
+        sent += 1
+    io.call_sync(lambda: pair.ca.close(None))  # the peer hangs up
+    with pytest.raises(ChannelFailed, match="disconnected"):
+        consumer.task.result(10)  # the receiver saw the peer go
+    worker.run(lambda: None)  # a turn of the worker's loop: it lets go of the socket
+    assert pair.cb.closed
+    assert pair.cb.sock.fileno() == -1
+    worker.run(lambda: pair.b.withdraw_home(worker.loop))
+    assert pair.cb.home is None

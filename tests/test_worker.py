@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib.util
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -15,6 +16,7 @@ import msgspec
 import pytest
 
 import workmesh as wm
+from workmesh._node import local_node
 
 from .helpers.workers import BadParams, Blank, Counter, CounterParams, Incr, SyncEcho
 
@@ -380,3 +382,36 @@ def test_leaving_the_mesh_with_a_running_worker_exits_politely() -> None:
     handle = run(main())
     handle.send.close()
     handle.events.close()
+
+
+def test_an_asyncio_worker_offers_its_loop_to_read_while_it_runs() -> None:
+    """The loop an asyncio worker runs on may read the connections that bring it
+    messages (see Connection in _transport) exactly while the worker runs; it is
+    uvloop's when uvloop is installed."""
+    seen: dict[str, Any] = {}
+
+    class Looking(wm.Worker[Any, Any]):
+        ID = wm.WorkerId("looking")
+
+        @classmethod
+        def new(cls, params: Any) -> Looking:
+            return cls()
+
+        async def run(self, rpc: wm.Receiver[Any]) -> None:
+            loop = asyncio.get_running_loop()
+            seen["loop"] = loop
+            seen["offered"] = local_node().home_offered(loop)
+            async for message in rpc:
+                if isinstance(message, wm.Stop):
+                    return
+
+    async def main() -> None:
+        handle = await wm.launch_local_worker(Looking, None)
+        handle.stop()
+        await handle.join()
+
+    run(main())
+    assert seen["offered"] is True
+    assert not local_node().home_offered(seen["loop"])  # withdrawn when it returned
+    expected = "asyncio" if importlib.util.find_spec("uvloop") is None else "uvloop"
+    assert type(seen["loop"]).__module__.split(".")[0] == expected

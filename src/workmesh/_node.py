@@ -306,9 +306,50 @@ class LocalNode:
         self._failed_ids: set[PortId] = set()
         self._failed_ids_old: set[PortId] = set()
         self.on_unknown_node: Callable[[NodeId], None] | None = None
+        # Event loops (opaque tokens here) that offered to read connections while
+        # they run, with how many times each did; told of a withdrawal: listeners.
+        self._homes_lock = threading.Lock()
+        self._home_offers: dict[object, int] = {}
+        self._home_listeners: list[Callable[[object], None]] = []
 
     def __repr__(self) -> str:
         return f"<LocalNode {node_name(self.id)}>"
+
+    # ----------------------------------------------------------------- reading homes
+    # A transport may move the reading of a connection to the loop its messages
+    # wake (see note_hop); it moves it only to a loop that offered, and the loop
+    # must withdraw, on its own thread, before it stops.  The node only keeps the
+    # book: it never touches a loop.
+
+    def offer_home(self, loop: object) -> None:
+        """``loop`` may read connections from now until :meth:`withdraw_home`."""
+        with self._homes_lock:
+            self._home_offers[loop] = self._home_offers.get(loop, 0) + 1
+
+    def withdraw_home(self, loop: object) -> None:
+        """Take back one offer of ``loop`` (call on its thread); the last one makes
+        every connection it reads give reading back before this returns."""
+        with self._homes_lock:
+            count = self._home_offers.get(loop, 0)
+            if count > 1:
+                self._home_offers[loop] = count - 1
+                return
+            self._home_offers.pop(loop, None)
+            listeners = list(self._home_listeners)
+        for listener in listeners:
+            listener(loop)
+
+    def home_offered(self, loop: object) -> bool:
+        return loop in self._home_offers
+
+    def listen_homes(self, listener: Callable[[object], None], *, stop: bool = False) -> None:
+        """Call ``listener(loop)`` when a loop withdraws its last offer (or stop)."""
+        with self._homes_lock:
+            if stop:
+                if listener in self._home_listeners:
+                    self._home_listeners.remove(listener)
+            else:
+                self._home_listeners.append(listener)
 
     # ----------------------------------------------------------------- locking
     def _enter(self) -> None:
@@ -1287,6 +1328,26 @@ def _routes_through(port: Port, node_id: NodeId, depth: int = 0) -> bool:
         ):
             return True
     return False
+
+
+# ----------------------------------------------------------------- wake hops
+# A wake that must cross to another thread's event loop (a receiver parked there)
+# costs that loop a wake-up from its selector: ~25 µs of a round trip on two CPUs.
+# Whoever delivers frames may watch where such wakes go (an opaque token per loop,
+# named by the waker) and move its reading there: see Connection in _transport.
+_hop_watch = threading.local()
+
+
+def note_hop(target: object) -> None:
+    """A wake is being handed to ``target`` (another thread's event loop)."""
+    hops: list[object] | None = getattr(_hop_watch, "hops", None)
+    if hops is not None:
+        hops.append(target)
+
+
+def watch_hops(hops: list[object] | None) -> None:
+    """Collect this thread's hops into ``hops`` until called again with None."""
+    _hop_watch.hops = hops
 
 
 def _remote_failure(blame: NodeId) -> NodeError:

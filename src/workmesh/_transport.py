@@ -43,7 +43,8 @@ from typing import Any, TypeVar
 from ._errors import PayloadError
 from ._fd import OwnedFd
 from ._ids import NodeId, node_name
-from ._node import LocalNode, ProtocolError
+from ._loop import new_event_loop
+from ._node import LocalNode, ProtocolError, watch_hops
 from ._wire import FrameBytes, FrameDecoder, Inbound, Limits, frame_prefix
 
 log = logging.getLogger(__name__)
@@ -58,6 +59,7 @@ LAZY_DELAY = 0.001  # seconds housekeeping frames may wait for company
 BURST_BACKSTOP = 0.002  # seconds a blocked sender's queued frames may wait
 HOME_CHECK = 0.002  # seconds the I/O thread looks away while the home loop reads
 HOME_GRACE = 0.001  # seconds data may wait unread before the I/O thread reads it
+REHOME_VOTES = 4  # reads in a row whose messages all woke one other loop: move there
 # Bytes the kernel may hold for a connection in each direction (Linux caps it at
 # net.core.wmem_max / rmem_max and doubles it for its bookkeeping).  The default,
 # about 200 KiB, holds three 64 KiB messages: the writer and the reader then take
@@ -77,17 +79,6 @@ def _raise_buffers(sock: socket.socket) -> None:
         with contextlib.suppress(OSError):  # best effort: the kernel may refuse or cap it
             if sock.getsockopt(socket.SOL_SOCKET, option) < 2 * SOCKET_BUFFER:
                 sock.setsockopt(socket.SOL_SOCKET, option, SOCKET_BUFFER)
-
-
-def new_event_loop() -> asyncio.AbstractEventLoop:
-    """A new event loop: uvloop's when it is installed (an optional speed-up)."""
-    try:
-        # An optional speed-up; without the extra installed, mypy cannot see it.
-        import uvloop  # type: ignore[import-not-found, unused-ignore]  # noqa: PLC0415
-    except ImportError:
-        return asyncio.new_event_loop()
-    loop: asyncio.AbstractEventLoop = uvloop.new_event_loop()
-    return loop
 
 
 class IoLoop:
@@ -197,6 +188,10 @@ class Connection:
         self._rlock = threading.RLock()
         self._broken = False  # a read failed on the home loop; close() is on its way
         self._home: asyncio.AbstractEventLoop | None = None
+        self._base: asyncio.AbstractEventLoop | None = None  # the loop that adopted it
+        self._moving: asyncio.AbstractEventLoop | None = None  # _take_home is on its way
+        self._vote_for: object = None  # the loop the last reads' messages woke
+        self._votes = 0
         self._home_watching = False  # the home loop's selector has the socket
         self._home_reads = 0  # turns of the home loop that looked at the socket
         self._home_lazy: asyncio.TimerHandle | None = None
@@ -213,6 +208,11 @@ class Connection:
         return self._home
 
     @property
+    def base(self) -> asyncio.AbstractEventLoop | None:
+        """The loop that adopted this connection (it may read elsewhere for a while)."""
+        return self._base
+
+    @property
     def queued_segments(self) -> int:
         """Pieces of frames waiting to be written (diagnostics)."""
         return len(self._out)
@@ -226,6 +226,7 @@ class Connection:
         self.sock.setblocking(False)
         _raise_buffers(self.sock)
         self._io_watch()
+        self.node.listen_homes(self._home_withdrawn)
         self.node.connect(
             self.peer, self._notify, self._notify_lazy, max_frame=self.limits.max_frame
         )
@@ -241,6 +242,7 @@ class Connection:
                 return
             self.closed = True
             self.error = error
+            self.node.listen_homes(self._home_withdrawn, stop=True)
             if self._lazy_timer is not None:
                 self._lazy_timer.cancel()
                 self._lazy_timer = None
@@ -287,6 +289,7 @@ class Connection:
             except RuntimeError:  # the home loop is closed, and its selector with it
                 self.sock.close()
             return
+        self._home = None  # no loop watches the socket: nobody reads it any more
         self.sock.close()
 
     def drain_blocking(self, timeout: float) -> bool:
@@ -544,6 +547,15 @@ class Connection:
     # until the home loop comes back.  Either reader holds _rlock, so frames are
     # decoded and delivered once and in order.  Measured on a small Rpc round trip to
     # a child whose worker is asyncio, with both ends homed: see docs/performance.md.
+    #
+    # Reading follows the messages.  A home loop that delivers message after message
+    # to a coroutine parked on another loop wakes that loop through its selector each
+    # time (a thread hop: ~25 µs of a round trip to an asyncio worker, whose loop
+    # runs on its own thread).  So each read notes where its wakes went (note_hop):
+    # after REHOME_VOTES reads in a row that woke one other loop and nothing else,
+    # reading moves there, if that loop offered to read (LocalNode.offer_home: a
+    # worker's loop, while the worker runs) or is the adopting loop (the base).  A
+    # loop that withdraws gives reading back to the base, or to the I/O thread.
 
     def adopt(self) -> None:
         """Read on the running loop (call on its thread) instead of the I/O thread.
@@ -553,17 +565,32 @@ class Connection:
         """
         loop = asyncio.get_running_loop()
         with self._rlock:
-            if self.closed or self._home is not None:
+            if self.closed or self._base is not None:
                 return
-            self._home = loop
-            loop.add_reader(self.sock.fileno(), self._home_readable)
-            self._home_watching = True
+            self._base = loop
+            if self._home is None:
+                self._watch_home(loop)
 
     def leave_home(self) -> None:
-        """Give reading back to the I/O thread (call on the home loop's thread)."""
+        """The adopting loop lets go (call on its thread): reading goes to the I/O thread."""
+        loop = asyncio.get_running_loop()
         with self._rlock:
-            home = self._home
-            if home is None:
+            if self._base is loop:
+                self._base = None
+        self._let_go(loop)
+
+    def _home_withdrawn(self, loop: object) -> None:
+        """A loop withdrew its offer to read (node listener, on that loop's thread)."""
+        if loop is self._home or loop is self._moving:
+            assert isinstance(loop, asyncio.AbstractEventLoop)
+            self._let_go(loop)
+
+    def _let_go(self, loop: asyncio.AbstractEventLoop) -> None:
+        """``loop`` (the running one) stops reading: back to the base, or the I/O thread."""
+        with self._rlock:
+            if self._moving is loop:
+                self._moving = None  # _take_home will find it no longer eligible
+            if self._home is not loop:
                 return
             self._home_unwatch()
             lazy, self._home_lazy = self._home_lazy, None
@@ -573,14 +600,79 @@ class Connection:
             if self.closed:
                 self.sock.close()  # close() left it to us
                 return
+            base = self._base
         self.io.call(self._io_watch)
         if lazy is not None:
             self._flush()  # housekeeping frames that waited on this loop's timer
+        if base is not None and base is not loop:
+            self._move_to(base)
+
+    def _watch_home(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Make ``loop`` (the running one) the reader (_rlock held, no home yet)."""
+        self._home = loop
+        loop.add_reader(self.sock.fileno(), self._home_readable)
+        self._home_watching = True
+
+    def _vote(self, hops: list[object]) -> None:
+        """A read's messages woke loops elsewhere (``hops``): move reading there? (_rlock)"""
+        target = hops[0]
+        for other in hops:
+            if other is not target:
+                self._votes = 0
+                return
+        if target is not self._base and not self.node.home_offered(target):
+            self._votes = 0
+            return
+        if target is self._vote_for:
+            self._votes += 1
+            if self._votes < REHOME_VOTES:
+                return
+        else:
+            self._vote_for, self._votes = target, 1
+            return
+        self._votes = 0
+        assert isinstance(target, asyncio.AbstractEventLoop)
+        home = self._home
+        if home is not None:
+            if asyncio._get_running_loop() is not home:
+                return  # the I/O thread reads in place of a blocked home: stay
+            self._home_unwatch()
+            self._home = None
+            lazy, self._home_lazy = self._home_lazy, None
+            if lazy is not None:
+                lazy.cancel()
+                self.io.call(self._flush)
+            self.io.call(self._io_watch)
+        self._move_to(target)
+
+    def _move_to(self, target: asyncio.AbstractEventLoop) -> None:
+        """Have ``target`` take reading over when it next runs (any thread)."""
+        with self._rlock:
+            if self._moving is not None or self.closed:
+                return
+            self._moving = target
+        try:
+            target.call_soon_threadsafe(self._take_home, target)
+        except RuntimeError:  # that loop is closed: the I/O thread reads meanwhile
+            with self._rlock:
+                if self._moving is target:
+                    self._moving = None
+
+    def _take_home(self, loop: asyncio.AbstractEventLoop) -> None:
+        with self._rlock:
+            if self._moving is loop:
+                self._moving = None
+            if self.closed or self._broken or self._home is not None:
+                return
+            if loop is not self._base and not self.node.home_offered(loop):
+                return  # it withdrew meanwhile
+            self._watch_home(loop)
 
     def _home_close(self) -> None:
         """The connection closed while the home loop watched it (home loop)."""
         with self._rlock:
             self._home_unwatch()
+            self._home = None
             self.sock.close()
 
     def _home_readable(self) -> None:
@@ -720,7 +812,16 @@ class Connection:
             # than a comprehension over an empty range.
             batch.append((data, [self._fds.popleft() for _ in range(nfds)] if nfds else []))
         inbound = self._inbound
-        self.node.receive_many(self.peer, batch, inbound)
+        hops: list[object] = []
+        watch_hops(hops)
+        try:
+            self.node.receive_many(self.peer, batch, inbound)
+        finally:
+            watch_hops(None)
+        if hops:
+            self._vote(hops)
+        elif self._votes:
+            self._votes = 0
         pending = inbound.pending()
         if pending > inbound.max_pending:
             raise ProtocolError(

@@ -12,6 +12,8 @@ import contextlib
 import threading
 from typing import Protocol
 
+from .._node import note_hop
+
 
 class Waiter(Protocol):
     def wake(self) -> None: ...
@@ -39,6 +41,7 @@ class AsyncWaiter:
         # A closed loop raises RuntimeError: nobody is waiting any more.
         with contextlib.suppress(RuntimeError):
             self.loop.call_soon_threadsafe(_resolve, self.fut)
+            note_hop(self.loop)  # a connection's reader may move to that loop
 
 
 class ThreadWaiter:

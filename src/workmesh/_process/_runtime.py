@@ -100,7 +100,8 @@ class Runtime:
             leaving = [
                 conn
                 for conn in self._homed
-                if conn.home is loop and (peers is None or conn.peer in peers)
+                if (conn.base is loop or conn.home is loop)
+                and (peers is None or conn.peer in peers)
             ]
             self._homed.difference_update(leaving)
         for conn in leaving:

@@ -49,6 +49,8 @@ from .._channel import (
 from .._channel._mpsc import retype
 from .._errors import ChannelClosed, ChannelFailed, LaunchError, RemoteError
 from .._inspection import InspectRequest, register_root, unregister_root
+from .._loop import new_event_loop
+from .._node import local_node
 from .._wire import Message
 from ._registry import WorkerBuilder, WorkerFactory
 from ._trace import span
@@ -380,9 +382,23 @@ def _ask_for_state(send: Sender[Any]) -> Message | BaseException:
 
 def _run(worker: Worker[Any, Any], rpc: Receiver[Any]) -> None:
     if runs_async(worker):
-        asyncio.run(worker.run(rpc))  # type: ignore[arg-type]  # checked by runs_async
+        with asyncio.Runner(loop_factory=new_event_loop) as runner:
+            runner.run(_run_async(worker, rpc))
     else:
         worker.run(rpc)
+
+
+async def _run_async(worker: Worker[Any, Any], rpc: Receiver[Any]) -> None:
+    # While the worker runs, its loop offers to read the connections whose messages
+    # wake it, so a request from another process reaches it without a hop through
+    # another thread's loop (see Connection in _transport).
+    node = local_node()
+    loop = asyncio.get_running_loop()
+    node.offer_home(loop)
+    try:
+        await worker.run(rpc)  # type: ignore[misc]  # checked by runs_async
+    finally:
+        node.withdraw_home(loop)
 
 
 async def launch_local_worker(cls: type[Worker[Any, Any]], params: Any) -> WorkerHandle:
