@@ -43,7 +43,6 @@ from typing import Any, TypeVar
 from ._errors import PayloadError
 from ._fd import OwnedFd
 from ._ids import NodeId, node_name
-from ._loop import new_event_loop
 from ._node import LocalNode, ProtocolError, watch_hops
 from ._wire import FrameBytes, FrameDecoder, Inbound, Limits, frame_prefix
 
@@ -79,6 +78,17 @@ def _raise_buffers(sock: socket.socket) -> None:
         with contextlib.suppress(OSError):  # best effort: the kernel may refuse or cap it
             if sock.getsockopt(socket.SOL_SOCKET, option) < 2 * SOCKET_BUFFER:
                 sock.setsockopt(socket.SOL_SOCKET, option, SOCKET_BUFFER)
+
+
+def new_event_loop() -> asyncio.AbstractEventLoop:
+    """A new event loop: uvloop's when it is installed (an optional speed-up)."""
+    try:
+        # An optional speed-up; without the extra installed, mypy cannot see it.
+        import uvloop  # type: ignore[import-not-found, unused-ignore]  # noqa: PLC0415
+    except ImportError:
+        return asyncio.new_event_loop()
+    loop: asyncio.AbstractEventLoop = uvloop.new_event_loop()
+    return loop
 
 
 class IoLoop:
