@@ -32,12 +32,6 @@ Q's numbers that is never forwarded.  P retires when the acknowledgement arrives
 in order; until then it forwards whatever Q sends.  Bridging two ports is the same
 dance done by both at once.
 
-Fresh ports.  When P has never carried anything and Q is a port of this node that
-has sent nothing (a reply port moved with its request, typically), there is
-nothing to forward and nothing in flight: P retires at once, Q's peer becomes X,
-and the record names no old port (all zero), so B sends no acknowledgement.  Q's
-later frames to X leave through the same outbox as the frame carrying the record.
-
 Locking.  One re-entrant lock per node guards every port of that node.  Work is
 done iteratively through a queue of (port, event) pairs, never by recursion.
 Handlers run under the lock and must only record what happened; the wake-up
@@ -122,7 +116,6 @@ _PEERED: Final = PortState.PEERED
 # state and is handled separately.
 _TRANSITIONS: dict[tuple[PortState, str], PortState] = {
     (PortState.PEERED, "send_away"): PortState.SENDING,
-    (PortState.PEERED, "send_fresh"): PortState.DONE,
     (PortState.PEERED, "bridge"): PortState.PROXYING,
     (PortState.PEERED, "closed"): PortState.DONE,
     (PortState.SENDING, "ack_port"): PortState.PROXYING,
@@ -841,21 +834,8 @@ class LocalNode:
             return PortRecord(new_id, 1, self.id, port.id, self.id, ZERO_ID)
         if port.state is PortState.DONE:
             self._give_closed_peer(port)
-        peer = port.peer
-        assert peer is not None
-        if (
-            type(peer) is Port
-            and peer.peer is port
-            and port.state is _PEERED
-            and peer.state is _PEERED
-            and port.next_local_seq == 1
-            and peer.next_local_seq == 1
-            and port.next_peer_seq == 1
-            and not port.closed_local
-            and not port.queue
-        ):
-            return self._send_fresh(port, peer, dest, new_id)
-        peer_addr = self._address_of(peer)
+        assert port.peer is not None
+        peer_addr = self._address_of(port.peer)
         port.reserved_seq = port.next_local_seq
         port.next_local_seq += 1
         self._transition(port, "send_away")
@@ -864,24 +844,6 @@ class LocalNode:
         return PortRecord(
             new_id, port.reserved_seq + 1, self.id, port.id, peer_addr[0], peer_addr[1]
         )
-
-    def _send_fresh(self, port: Port, peer: Port, dest: NodeId, new_id: bytes) -> PortRecord:
-        """Move a port that never carried anything and whose peer is here: no proxy.
-
-        Nothing was ever sent either way, so nothing can be on its way to ``port``
-        and there is nothing to forward: the peer talks to the new port from now
-        on, and the record names no old port, so the receiving node sends no
-        acknowledgement.  The peer's frames to the new port go through the same
-        outbox as the frame carrying the record, after it.  This is a reply port
-        moved with its request: measured, the acknowledgement, the peer change and
-        its acknowledgement cost ~10 µs of a small round trip's CPU.
-        """
-        self._transition(port, "send_fresh")
-        port.peer = None
-        self._deregister(port)
-        peer.peer = (dest, PortId(new_id))
-        self._register(peer)
-        return PortRecord(new_id, 1, self.id, ZERO_ID, self.id, peer.id)
 
     def _give_closed_peer(self, port: Port) -> None:
         """A closed port that moves takes its close along: a stand-in peer closes again."""
@@ -1312,10 +1274,7 @@ class LocalNode:
             # Frames for it may still come (the old node failing its proxy, say):
             # late ones, not forgeries.
             self._remember_failed(port.id)
-            if record.old_port == ZERO_ID and record.peer_port != ZERO_ID:
-                # It left no proxy behind (see _send_fresh): tell its peer directly.
-                self._route((peer_node, peer_port), _Event(FAIL_PORT, error=port.error))
-            elif record.peer_port != ZERO_ID:
+            if record.peer_port != ZERO_ID:
                 # It was live where it came from: the old node's proxy waits for an
                 # acknowledgement that will not come, and its peer must learn that
                 # the stream ended.  Tell the proxy it failed; it passes that on.
@@ -1327,8 +1286,6 @@ class LocalNode:
         port.next_local_seq = record.next_local_seq
         port.peer = self._resolve((peer_node, PortId(record.peer_port)))
         self._register(port)
-        if record.old_port == ZERO_ID:
-            return port  # a fresh port: no proxy waits for an acknowledgement
         # The acknowledgement lets the old node's proxy retire and, when the peer is
         # on a third node, tell that peer to talk to us directly -- which must not
         # wait (the middle node may go away once the move looks done).  When the
