@@ -710,3 +710,34 @@ def test_send_and_close_after_peer_closed_drops_the_message() -> None:
     a.send_and_close(msg("late", inner_a))
     assert inner_rec.closed, "resources of a dropped message are closed"
     assert a.state is PortState.DONE
+
+
+def test_a_peer_that_races_ahead_of_its_moving_port_never_names_it_too_early(
+    net: MemoryNetwork,
+) -> None:
+    """P moves from A to B; its peer Q then moves from A to C and on to B, and that
+    road is faster.  Q's record must not name P's new port on B before B has it --
+    B would rightly refuse a port it never handed out -- which is what waiting for
+    B's acknowledgement before Q points at the new port guarantees, even for a
+    fresh pair that never carried anything."""
+    a_node, b_node, c_node = net.add_node(), net.add_node(), net.add_node()
+    ab_a, ab_b = net.pair(a_node, b_node)
+    ac_a, ac_c = net.pair(a_node, c_node)
+    cb_c, cb_b = net.pair(c_node, b_node)
+    p, q = a_node.new_pair()
+    ab_a.send(msg("p", p))  # waits on the link A -> B
+    ac_a.send(msg("q", q))
+    assert net.deliver_one(a_node, c_node)
+    (q_on_c,) = ac_c.queue[0].resources
+    cb_c.send(msg("q again", q_on_c))
+    assert net.deliver_one(c_node, b_node)  # Q reaches B before P does
+    net.pump()
+    assert net.protocol_errors == []
+    (p_on_b,) = ab_b.queue[0].resources
+    (q_on_b,) = cb_b.queue[0].resources
+    assert isinstance(p_on_b, Port) and isinstance(q_on_b, Port)
+    rec = record(q_on_b)
+    p_on_b.send(msg("across"))
+    net.pump()
+    assert rec.messages == [b"across"]
+    assert a_node.moving_ports() == [] and c_node.moving_ports() == []
