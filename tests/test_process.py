@@ -540,6 +540,37 @@ def test_inspecting_the_mesh_reaches_every_child() -> None:
     run(main)
 
 
+def test_a_child_reads_its_link_on_the_loop_of_the_asyncio_worker_it_serves() -> None:
+    """Requests for an asyncio worker are read on the worker's own loop (no hop
+    through the child's main loop); once the worker is gone, the main loop reads
+    again.  Seen through what inspecting the child shows for its link."""
+
+    async def main() -> None:
+        async with Mesh("test") as mesh:
+            host = await mesh.launch_host("reader", imports=["tests.helpers.workers"])
+            client, requests = wm.channel(Incr)
+            handle = await host.launch_worker(Counter, CounterParams(requests))
+            del requests
+            for _ in range(20):
+                await within(client.call(Incr, 1))
+
+            async def read_on() -> str:
+                tree = (await wm.inspect(mesh, timeout=5)).to_dict()
+                (child,) = tree["children"].values()
+                (link,) = child["process"]["connections"].values()
+                reader: str = link["read_on"]
+                return reader
+
+            assert await read_on() == "worker-counter"
+            handle.stop()
+            await within(handle.join())
+            assert await read_on() == "MainThread"
+            host.close()
+            client.close()
+
+    run(main)
+
+
 def test_diagnostics_socket_and_the_inspect_command(tmp_path: Path) -> None:
     sock_path = str(tmp_path / "diag.sock")
 

@@ -198,6 +198,7 @@ class Connection:
         self._rlock = threading.RLock()
         self._broken = False  # a read failed on the home loop; close() is on its way
         self._home: asyncio.AbstractEventLoop | None = None
+        self._home_thread = ""  # the name of the thread running the home loop
         self._base: asyncio.AbstractEventLoop | None = None  # the loop that adopted it
         self._moving: asyncio.AbstractEventLoop | None = None  # _take_home is on its way
         self._vote_for: object = None  # the loop the last reads' messages woke
@@ -216,6 +217,11 @@ class Connection:
     def home(self) -> asyncio.AbstractEventLoop | None:
         """The loop that reads this connection in the I/O thread's place, if any."""
         return self._home
+
+    @property
+    def read_on(self) -> str:
+        """The name of the thread that reads this connection now (diagnostics)."""
+        return self._home_thread if self._home is not None else self.io.thread.name
 
     @property
     def base(self) -> asyncio.AbstractEventLoop | None:
@@ -620,6 +626,7 @@ class Connection:
     def _watch_home(self, loop: asyncio.AbstractEventLoop) -> None:
         """Make ``loop`` (the running one) the reader (_rlock held, no home yet)."""
         self._home = loop
+        self._home_thread = threading.current_thread().name
         loop.add_reader(self.sock.fileno(), self._home_readable)
         self._home_watching = True
 

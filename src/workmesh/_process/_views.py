@@ -58,5 +58,9 @@ class ProcessView:
     def _connections(self, req: InspectRequest) -> None:
         resp = req.respond()
         for peer, conn in list(self.runtime.connections.items()):
-            state = {"closed": conn.closed, "queued_segments": conn.queued_segments}
+            state = {
+                "closed": conn.closed,
+                "queued_segments": conn.queued_segments,
+                "read_on": conn.read_on,  # a thread's name: see Connection.adopt
+            }
             resp.child(node_name(peer), state)
