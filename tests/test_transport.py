@@ -831,3 +831,110 @@ def test_a_connection_closing_while_an_offered_loop_reads_it_closes_its_socket(
     assert pair.cb.sock.fileno() == -1
     worker.run(lambda: pair.b.withdraw_home(worker.loop))
     assert pair.cb.home is None
+
+
+def test_a_loop_that_withdraws_before_it_took_reading_over_sends_it_back_to_the_base(
+    io: IoLoop, other_loop: LoopThread
+) -> None:
+    """Reading was on its way to an offered loop (moving) when that loop withdrew:
+    the loop declines it, and it goes back to the adopting loop instead."""
+    pair = Pair(io)
+    worker = other_loop
+    pair.b.offer_home(worker.loop)
+
+    async def main() -> None:
+        base = asyncio.get_running_loop()
+        pair.cb.adopt()
+        # Hand reading away as a vote would: the base lets go, the worker's loop is
+        # asked to take it -- but it is busy, and withdraws before it gets there.
+        go = threading.Event()
+        worker.loop.call_soon_threadsafe(go.wait, 10)
+        with pair.cb._rlock:
+            pair.cb._home_unwatch()
+            pair.cb._home = None
+        pair.cb._move_to(worker.loop)
+        assert pair.cb._moving is worker.loop
+        worker.loop.call_soon_threadsafe(pair.b.withdraw_home, worker.loop)
+        go.set()
+        # Once the worker's loop has run all that (declining reading), the base has
+        # been asked to take it back -- before it hears that the worker's loop is
+        # done, so by the time this await returns.
+        await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(nothing(), worker.loop))
+        assert pair.cb.home is base
+        pair.cb.leave_home()
+
+    asyncio.run(main())
+    inbox = ThreadInbox()
+    pair.pb.set_handler(inbox)
+    pair.pa.send(Payload(b"still read"))
+    assert inbox.wait_for(1)[0].data == b"still read"
+    pair.close()
+
+
+async def nothing() -> None:
+    return None
+
+
+class ThreadConsumer:
+    """Receives ints on a plain thread with blocking receives (as a sync worker does)."""
+
+    def __init__(self, rx: Receiver[int]) -> None:
+        self.rx = rx
+        self.got: list[int] = []
+        self.arrived = threading.Semaphore(0)
+        self.thread = threading.Thread(target=self._consume, name="test-plain")
+        self.thread.start()
+
+    def _consume(self) -> None:
+        with contextlib.suppress(ChannelClosed):
+            while True:
+                self.got.append(self.rx.recv_blocking(10))
+                self.arrived.release()
+
+    def next(self) -> None:
+        assert self.arrived.acquire(timeout=10), "a message did not arrive"
+
+
+def test_reading_goes_back_to_the_base_when_messages_wake_plain_threads(
+    io: IoLoop, monkeypatch: pytest.MonkeyPatch, other_loop: LoopThread
+) -> None:
+    """Read on a worker's loop, messages that only wake plain threads (a sync
+    worker's blocking receives) send reading back to the adopting loop."""
+    monkeypatch.setattr(transport, "HOME_GRACE", 60.0)
+    pair = Pair(io)
+    tx, rx = sender_from_port(pair.pa, int), receiver_from_port(pair.pb, int)
+    ida, idb = new_port_id(), new_port_id()
+    plain_a = pair.a.bootstrap_port(ida, (pair.b.id, idb))
+    plain_b = pair.b.bootstrap_port(idb, (pair.a.id, ida))
+    tx2, rx2 = sender_from_port(plain_a, int), receiver_from_port(plain_b, int)
+    worker = other_loop
+    pair.b.offer_home(worker.loop)
+    consumer = Consumer(worker, rx)
+    plain = ThreadConsumer(rx2)
+
+    def send_to(sender: Sender[int], wait: Callable[[], None], value: int) -> None:
+        sender.send(value)
+        wait()
+
+    async def main() -> None:
+        base = asyncio.get_running_loop()
+        pair.cb.adopt()
+        for value in range(100):
+            if pair.cb.home is worker.loop:
+                break
+            await asyncio.to_thread(send_to, tx, consumer.next, value)
+        assert pair.cb.home is worker.loop
+        for value in range(100):
+            if pair.cb.home is base:
+                break
+            await asyncio.to_thread(send_to, tx2, plain.next, value)
+        assert pair.cb.home is base, "reading stayed on the worker's loop"
+        pair.cb.leave_home()
+
+    asyncio.run(main())
+    assert plain.got == list(range(len(plain.got)))
+    tx.close()
+    tx2.close()
+    consumer.task.result(10)
+    plain.thread.join(10)
+    pair.close()

@@ -1338,6 +1338,10 @@ def _routes_through(port: Port, node_id: NodeId, depth: int = 0) -> bool:
 _hop_watch = threading.local()
 
 
+# The target a waker names when it wakes a plain thread (blocked outside any loop).
+THREAD_HOP: Final = object()
+
+
 def note_hop(target: object) -> None:
     """A wake is being handed to ``target`` (another thread's event loop)."""
     hops: list[object] | None = getattr(_hop_watch, "hops", None)

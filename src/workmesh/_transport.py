@@ -43,7 +43,7 @@ from typing import Any, TypeVar
 from ._errors import PayloadError
 from ._fd import OwnedFd
 from ._ids import NodeId, node_name
-from ._node import LocalNode, ProtocolError, watch_hops
+from ._node import THREAD_HOP, LocalNode, ProtocolError, watch_hops
 from ._wire import FrameBytes, FrameDecoder, Inbound, Limits, frame_prefix
 
 log = logging.getLogger(__name__)
@@ -570,8 +570,10 @@ class Connection:
     # runs on its own thread).  So each read notes where its wakes went (note_hop):
     # after REHOME_VOTES reads in a row that woke one other loop and nothing else,
     # reading moves there, if that loop offered to read (LocalNode.offer_home: a
-    # worker's loop, while the worker runs) or is the adopting loop (the base).  A
-    # loop that withdraws gives reading back to the base, or to the I/O thread.
+    # worker's loop, while the worker runs) or is the adopting loop (the base).
+    # Reads whose messages all woke plain threads (sync workers) move it back to the
+    # base.  A loop that withdraws gives reading back to the base, or to the I/O
+    # thread.
 
     def adopt(self) -> None:
         """Read on the running loop (call on its thread) instead of the I/O thread.
@@ -604,9 +606,12 @@ class Connection:
     def _let_go(self, loop: asyncio.AbstractEventLoop) -> None:
         """``loop`` (the running one) stops reading: back to the base, or the I/O thread."""
         with self._rlock:
-            if self._moving is loop:
-                self._moving = None  # _take_home will find it no longer eligible
+            base = self._base
             if self._home is not loop:
+                if self._moving is loop:  # it was about to read: _take_home will decline
+                    self._moving = None
+                    if self._home is None and base is not None and base is not loop:
+                        self._move_to(base)
                 return
             self._home_unwatch()
             lazy, self._home_lazy = self._home_lazy, None
@@ -616,7 +621,6 @@ class Connection:
             if self.closed:
                 self.sock.close()  # close() left it to us
                 return
-            base = self._base
         self.io.call(self._io_watch)
         if lazy is not None:
             self._flush()  # housekeeping frames that waited on this loop's timer
@@ -635,6 +639,13 @@ class Connection:
         target = hops[0]
         for other in hops:
             if other is not target:
+                self._votes = 0
+                return
+        if target is THREAD_HOP:
+            # Messages for plain threads (sync workers): no thread can read in their
+            # place, and the adopting loop reads fastest (it is uvloop's in a child).
+            target = self._base
+            if target is None or target is self._home:
                 self._votes = 0
                 return
         if target is not self._base and not self.node.home_offered(target):

@@ -12,7 +12,7 @@ import contextlib
 import threading
 from typing import Protocol
 
-from .._node import note_hop
+from .._node import THREAD_HOP, note_hop
 
 
 class Waiter(Protocol):
@@ -56,6 +56,7 @@ class ThreadWaiter:
     def wake(self) -> None:
         with contextlib.suppress(RuntimeError):  # already woken
             self._lock.release()
+            note_hop(THREAD_HOP)  # a connection read on a worker's loop may go home
 
     def wait(self, timeout: float | None) -> bool:
         return self._lock.acquire(timeout=-1 if timeout is None else max(timeout, 0.0))
