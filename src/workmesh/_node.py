@@ -1343,7 +1343,8 @@ THREAD_HOP: Final = object()
 
 
 def note_hop(target: object) -> None:
-    """A wake is being handed to ``target`` (another thread's event loop)."""
+    """A wake is being handed to ``target``: another thread's event loop, or
+    THREAD_HOP for a plain thread."""
     hops: list[object] | None = getattr(_hop_watch, "hops", None)
     if hops is not None:
         hops.append(target)

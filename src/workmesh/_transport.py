@@ -658,7 +658,7 @@ class Connection:
         else:
             self._vote_for, self._votes = target, 1
             return
-        self._votes = 0
+        self._vote_for, self._votes = None, 0  # holding no loop that may close
         assert isinstance(target, asyncio.AbstractEventLoop)
         home = self._home
         if home is not None:
