@@ -710,6 +710,18 @@ def send_one_by_one(tx: Sender[int], consumer: Consumer, values: range) -> None:
         consumer.next()
 
 
+def send_until_read_on(
+    conn: Connection, loop: asyncio.AbstractEventLoop, tx: Sender[int], consumer: Consumer
+) -> int:
+    """Send 0, 1, 2 ... one at a time until ``loop`` reads ``conn``; how many it took."""
+    sent = 0
+    while conn.home is not loop:
+        assert sent < 100, "reading never moved to the receiver's loop"
+        send_one_by_one(tx, consumer, range(sent, sent + 1))
+        sent += 1
+    return sent
+
+
 def test_reading_moves_to_the_offered_loop_its_messages_wake_and_back_when_it_withdraws(
     io: IoLoop, monkeypatch: pytest.MonkeyPatch, other_loop: LoopThread
 ) -> None:
@@ -792,11 +804,7 @@ def test_reading_moves_from_the_io_thread_to_an_offered_loop_and_back(
     worker = other_loop
     pair.b.offer_home(worker.loop)
     consumer = Consumer(worker, rx)
-    sent = 0
-    while pair.cb.home is not worker.loop:
-        assert sent < 100, "reading never moved to the receiver's loop"
-        send_one_by_one(tx, consumer, range(sent, sent + 1))
-        sent += 1
+    sent = send_until_read_on(pair.cb, worker.loop, tx, consumer)
     assert readers[: transport.REHOME_VOTES] == [io.thread.ident] * transport.REHOME_VOTES
     worker.run(lambda: pair.b.withdraw_home(worker.loop))
     assert pair.cb.home is None
@@ -818,11 +826,7 @@ def test_a_connection_closing_while_an_offered_loop_reads_it_closes_its_socket(
     worker = other_loop
     pair.b.offer_home(worker.loop)
     consumer = Consumer(worker, rx)
-    sent = 0
-    while pair.cb.home is not worker.loop:
-        assert sent < 100, "reading never moved to the receiver's loop"
-        send_one_by_one(tx, consumer, range(sent, sent + 1))
-        sent += 1
+    send_until_read_on(pair.cb, worker.loop, tx, consumer)
     io.call_sync(lambda: pair.ca.close(None))  # the peer hangs up
     with pytest.raises(ChannelFailed, match="disconnected"):
         consumer.task.result(10)  # the receiver saw the peer go
