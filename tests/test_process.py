@@ -24,6 +24,7 @@ import pytest
 
 import workmesh as wm
 from workmesh._process import ChildFailedToStart, Mesh
+from workmesh._transport import REHOME_VOTES
 
 from .helpers.children import (
     BounceParams,
@@ -564,7 +565,13 @@ def test_a_child_reads_its_link_on_the_loop_of_the_asyncio_worker_it_serves() ->
             assert await read_on() == "worker-counter"
             handle.stop()
             await within(handle.join())
-            assert await read_on() == "MainThread"
+            # The worker's loop hands reading back to the main loop as it goes.  Under
+            # load the I/O thread has been seen reading for a while instead; then the
+            # reads themselves (each inspection wakes the main loop) bring it back.
+            readers = [await read_on()]
+            while readers[-1] != "MainThread" and len(readers) < 2 * REHOME_VOTES:
+                readers.append(await read_on())
+            assert readers[-1] == "MainThread", readers
             host.close()
             client.close()
 
