@@ -942,3 +942,61 @@ def test_reading_goes_back_to_the_base_when_messages_wake_plain_threads(
     consumer.task.result(10)
     plain.thread.join(10)
     pair.close()
+
+
+async def a_turn() -> None:
+    """Let the running loop run what was queued on it before this call."""
+    loop = asyncio.get_running_loop()
+    turn: asyncio.Future[None] = loop.create_future()
+    loop.call_soon(turn.set_result, None)
+    await turn
+
+
+def test_a_move_towards_a_loop_that_withdrew_meanwhile_goes_to_the_base(
+    io: IoLoop, other_loop: LoopThread
+) -> None:
+    """Reading chosen for a loop that withdraws before the move is made goes to the
+    base instead: that loop may close before it could decline."""
+    pair = Pair(io)
+    worker = other_loop
+    pair.b.offer_home(worker.loop)
+    worker.run(lambda: pair.b.withdraw_home(worker.loop))
+
+    async def main() -> None:
+        base = asyncio.get_running_loop()
+        pair.cb.adopt()
+        with pair.cb._rlock:  # let go of it here, as a vote does before it moves
+            pair.cb._home_unwatch()
+            pair.cb._home = None
+        pair.cb._move_to(worker.loop)
+        assert pair.cb._moving is base
+        await a_turn()
+        assert pair.cb.home is base
+        pair.cb.leave_home()
+
+    asyncio.run(main())
+    pair.close()
+
+
+def test_a_move_whose_loop_closed_before_it_ran_does_not_block_the_next(io: IoLoop) -> None:
+    """A closed loop drops the callbacks queued on it: a move waiting for one must
+    not stop reading from ever moving again."""
+    pair = Pair(io)
+    gone = asyncio.new_event_loop()
+    gone.close()
+
+    async def main() -> None:
+        base = asyncio.get_running_loop()
+        pair.cb.adopt()
+        with pair.cb._rlock:
+            pair.cb._home_unwatch()
+            pair.cb._home = None
+            pair.cb._moving = gone  # its _take_home was dropped when it closed
+        pair.cb._move_to(base)
+        await a_turn()
+        assert pair.cb.home is base
+        assert pair.cb._moving is None
+        pair.cb.leave_home()
+
+    asyncio.run(main())
+    pair.close()

@@ -676,8 +676,18 @@ class Connection:
     def _move_to(self, target: asyncio.AbstractEventLoop) -> None:
         """Have ``target`` take reading over when it next runs (any thread)."""
         with self._rlock:
-            if self._moving is not None or self.closed:
+            moving = self._moving
+            if moving is not None and not moving.is_closed():
+                return  # on its way already (a closed loop dropped its callback)
+            if self.closed:
                 return
+            if target is not self._base and not self.node.home_offered(target):
+                # It withdrew since it was chosen (its loop may close before it could
+                # decline): the base reads instead, if there is one.
+                if self._base is None:
+                    self._moving = None
+                    return
+                target = self._base
             self._moving = target
         try:
             target.call_soon_threadsafe(self._take_home, target)
