@@ -613,19 +613,30 @@ class Connection:
                     if self._home is None and base is not None and base is not loop:
                         self._move_to(base)
                 return
-            self._home_unwatch()
-            lazy, self._home_lazy = self._home_lazy, None
-            if lazy is not None:
-                lazy.cancel()
-            self._home = None
+            waited = self._release_home()
             if self.closed:
                 self.sock.close()  # close() left it to us
                 return
         self.io.call(self._io_watch)
-        if lazy is not None:
+        if waited:
             self._flush()  # housekeeping frames that waited on this loop's timer
         if base is not None and base is not loop:
             self._move_to(base)
+
+    def _release_home(self) -> bool:
+        """The home loop stops reading (on its thread, _rlock held).  True when
+        housekeeping frames waited on its timer: the caller sends them."""
+        self._home_unwatch()
+        self._home = None
+        lazy, self._home_lazy = self._home_lazy, None
+        if lazy is None:
+            return False
+        lazy.cancel()
+        return True
+
+    def _may_read(self, loop: object) -> bool:
+        """Whether ``loop`` may be given reading: the adopting loop, or one that offered."""
+        return loop is self._base or self.node.home_offered(loop)
 
     def _watch_home(self, loop: asyncio.AbstractEventLoop) -> None:
         """Make ``loop`` (the running one) the reader (_rlock held, no home yet)."""
@@ -648,7 +659,7 @@ class Connection:
             if target is None or target is self._home:
                 self._votes = 0
                 return
-        if target is not self._base and not self.node.home_offered(target):
+        if not self._may_read(target):
             self._votes = 0
             return
         if target is self._vote_for:
@@ -664,11 +675,7 @@ class Connection:
         if home is not None:
             if asyncio._get_running_loop() is not home:
                 return  # the I/O thread reads in place of a blocked home: stay
-            self._home_unwatch()
-            self._home = None
-            lazy, self._home_lazy = self._home_lazy, None
-            if lazy is not None:
-                lazy.cancel()
+            if self._release_home():
                 self.io.call(self._flush)
             self.io.call(self._io_watch)
         self._move_to(target)
@@ -681,7 +688,7 @@ class Connection:
                 return  # on its way already (a closed loop dropped its callback)
             if self.closed:
                 return
-            if target is not self._base and not self.node.home_offered(target):
+            if not self._may_read(target):
                 # It withdrew since it was chosen (its loop may close before it could
                 # decline): the base reads instead, if there is one.
                 if self._base is None:
@@ -702,7 +709,7 @@ class Connection:
                 self._moving = None
             if self.closed or self._broken or self._home is not None:
                 return
-            if loop is not self._base and not self.node.home_offered(loop):
+            if not self._may_read(loop):
                 return  # it withdrew meanwhile
             self._watch_home(loop)
 
