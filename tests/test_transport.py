@@ -8,7 +8,6 @@ import os
 import socket
 import threading
 from collections.abc import Callable, Iterator
-from typing import TypeVar
 
 import pytest
 
@@ -28,8 +27,6 @@ from workmesh._wire import (
 )
 
 pytestmark = pytest.mark.timeout(30)
-
-T = TypeVar("T")
 
 
 class Inbox:
@@ -642,51 +639,41 @@ def test_leaving_home_sends_the_housekeeping_frames_that_waited_there(io: IoLoop
 # ----------------------------------------------------------------- reading follows the messages
 
 
-class LoopThread:
-    """An event loop running on a thread of its own (as an asyncio worker's does)."""
+class Arrivals:
+    """What a consumer of ints received, and a way to wait for each arrival."""
 
-    def __init__(self) -> None:
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, name="test-loop")
-        self.thread.start()
-
-    def run(self, fn: Callable[[], T]) -> T:
-        """Run ``fn`` on the loop's thread, wait for its result."""
-
-        async def call() -> T:
-            return fn()
-
-        return asyncio.run_coroutine_threadsafe(call(), self.loop).result(10)
-
-    def stop(self) -> None:
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(10)
-        self.loop.close()
-
-
-class Consumer:
-    """Receives ints on a LoopThread, parked between messages, noting each arrival."""
-
-    def __init__(self, where: LoopThread, rx: Receiver[int]) -> None:
-        self.where = where
+    def __init__(self, rx: Receiver[int]) -> None:
         self.rx = rx
         self.got: list[int] = []
         self.arrived = threading.Semaphore(0)
-        self.task = asyncio.run_coroutine_threadsafe(self._consume(), where.loop)
 
-    async def _consume(self) -> None:
-        with contextlib.suppress(ChannelClosed):
-            while True:
-                self.got.append(await self.rx.recv())
-                self.arrived.release()
+    def note(self, value: int) -> None:
+        self.got.append(value)
+        self.arrived.release()
 
     def next(self) -> None:
         assert self.arrived.acquire(timeout=10), "a message did not arrive"
 
 
+class Consumer(Arrivals):
+    """Receives on another thread's event loop (as an asyncio worker does), parked
+    between messages."""
+
+    def __init__(self, where: IoLoop, rx: Receiver[int]) -> None:
+        super().__init__(rx)
+        assert where.loop is not None
+        self.task = asyncio.run_coroutine_threadsafe(self._consume(), where.loop)
+
+    async def _consume(self) -> None:
+        with contextlib.suppress(ChannelClosed):
+            while True:
+                self.note(await self.rx.recv())
+
+
 @pytest.fixture
-def other_loop() -> Iterator[LoopThread]:
-    where = LoopThread()
+def other_loop() -> Iterator[IoLoop]:
+    """An event loop on a thread of its own: the project's I/O loop class will do."""
+    where = IoLoop("test-loop")
     yield where
     where.stop()
 
@@ -723,7 +710,7 @@ def send_until_read_on(
 
 
 def test_reading_moves_to_the_offered_loop_its_messages_wake_and_back_when_it_withdraws(
-    io: IoLoop, monkeypatch: pytest.MonkeyPatch, other_loop: LoopThread
+    io: IoLoop, monkeypatch: pytest.MonkeyPatch, other_loop: IoLoop
 ) -> None:
     """A home loop that hands every message to a receiver parked on another loop
     gives reading to that loop when it offered (an asyncio worker's loop), so later
@@ -770,7 +757,7 @@ async def withdraw(node: LocalNode, loop: asyncio.AbstractEventLoop) -> None:
 
 
 def test_reading_stays_home_when_the_loop_its_messages_wake_did_not_offer(
-    io: IoLoop, monkeypatch: pytest.MonkeyPatch, other_loop: LoopThread
+    io: IoLoop, monkeypatch: pytest.MonkeyPatch, other_loop: IoLoop
 ) -> None:
     elsewhere = other_loop  # it offers nothing
     monkeypatch.setattr(transport, "HOME_GRACE", 60.0)
@@ -794,7 +781,7 @@ def test_reading_stays_home_when_the_loop_its_messages_wake_did_not_offer(
 
 
 def test_reading_moves_from_the_io_thread_to_an_offered_loop_and_back(
-    io: IoLoop, monkeypatch: pytest.MonkeyPatch, other_loop: LoopThread
+    io: IoLoop, monkeypatch: pytest.MonkeyPatch, other_loop: IoLoop
 ) -> None:
     """Without an adopting loop, reading leaves the I/O thread for an offered loop
     its messages wake, and returns to the I/O thread when that loop withdraws."""
@@ -806,7 +793,7 @@ def test_reading_moves_from_the_io_thread_to_an_offered_loop_and_back(
     consumer = Consumer(worker, rx)
     sent = send_until_read_on(pair.cb, worker.loop, tx, consumer)
     assert readers[: transport.REHOME_VOTES] == [io.thread.ident] * transport.REHOME_VOTES
-    worker.run(lambda: pair.b.withdraw_home(worker.loop))
+    worker.call_sync(lambda: pair.b.withdraw_home(worker.loop))
     assert pair.cb.home is None
     assert pair.cb.base is None
     before = len(readers)
@@ -819,7 +806,7 @@ def test_reading_moves_from_the_io_thread_to_an_offered_loop_and_back(
 
 
 def test_a_connection_closing_while_an_offered_loop_reads_it_closes_its_socket(
-    io: IoLoop, other_loop: LoopThread
+    io: IoLoop, other_loop: IoLoop
 ) -> None:
     pair = Pair(io)
     tx, rx = sender_from_port(pair.pa, int), receiver_from_port(pair.pb, int)
@@ -830,15 +817,15 @@ def test_a_connection_closing_while_an_offered_loop_reads_it_closes_its_socket(
     io.call_sync(lambda: pair.ca.close(None))  # the peer hangs up
     with pytest.raises(ChannelFailed, match="disconnected"):
         consumer.task.result(10)  # the receiver saw the peer go
-    worker.run(lambda: None)  # a turn of the worker's loop: it lets go of the socket
+    worker.call_sync(lambda: None)  # a turn of the worker's loop: it lets go of the socket
     assert pair.cb.closed
     assert pair.cb.sock.fileno() == -1
-    worker.run(lambda: pair.b.withdraw_home(worker.loop))
+    worker.call_sync(lambda: pair.b.withdraw_home(worker.loop))
     assert pair.cb.home is None
 
 
 def test_a_loop_that_withdraws_before_it_took_reading_over_sends_it_back_to_the_base(
-    io: IoLoop, other_loop: LoopThread
+    io: IoLoop, other_loop: IoLoop
 ) -> None:
     """Reading was on its way to an offered loop (moving) when that loop withdrew:
     the loop declines it, and it goes back to the adopting loop instead."""
@@ -879,28 +866,22 @@ async def nothing() -> None:
     return None
 
 
-class ThreadConsumer:
-    """Receives ints on a plain thread with blocking receives (as a sync worker does)."""
+class ThreadConsumer(Arrivals):
+    """Receives on a plain thread with blocking receives (as a sync worker does)."""
 
     def __init__(self, rx: Receiver[int]) -> None:
-        self.rx = rx
-        self.got: list[int] = []
-        self.arrived = threading.Semaphore(0)
+        super().__init__(rx)
         self.thread = threading.Thread(target=self._consume, name="test-plain")
         self.thread.start()
 
     def _consume(self) -> None:
         with contextlib.suppress(ChannelClosed):
             while True:
-                self.got.append(self.rx.recv_blocking(10))
-                self.arrived.release()
-
-    def next(self) -> None:
-        assert self.arrived.acquire(timeout=10), "a message did not arrive"
+                self.note(self.rx.recv_blocking(10))
 
 
 def test_reading_goes_back_to_the_base_when_messages_wake_plain_threads(
-    io: IoLoop, monkeypatch: pytest.MonkeyPatch, other_loop: LoopThread
+    io: IoLoop, monkeypatch: pytest.MonkeyPatch, other_loop: IoLoop
 ) -> None:
     """Read on a worker's loop, messages that only wake plain threads (a sync
     worker's blocking receives) send reading back to the adopting loop."""
@@ -953,14 +934,14 @@ async def a_turn() -> None:
 
 
 def test_a_move_towards_a_loop_that_withdrew_meanwhile_goes_to_the_base(
-    io: IoLoop, other_loop: LoopThread
+    io: IoLoop, other_loop: IoLoop
 ) -> None:
     """Reading chosen for a loop that withdraws before the move is made goes to the
     base instead: that loop may close before it could decline."""
     pair = Pair(io)
     worker = other_loop
     pair.b.offer_home(worker.loop)
-    worker.run(lambda: pair.b.withdraw_home(worker.loop))
+    worker.call_sync(lambda: pair.b.withdraw_home(worker.loop))
 
     async def main() -> None:
         base = asyncio.get_running_loop()
