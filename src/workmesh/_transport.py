@@ -91,6 +91,19 @@ def new_event_loop() -> asyncio.AbstractEventLoop:
     return loop
 
 
+def _unwatch(loop: Any, fd: int, *, reading: bool) -> None:
+    """Stop watching ``fd`` on ``loop`` for reading (else writing).
+
+    The loop is typed ``Any`` on purpose: asyncio's ``remove_reader`` returns a
+    bool, uvloop's returns None, and the compiled build checks the declared
+    return type of every call -- even one whose result is dropped.
+    """
+    if reading:
+        loop.remove_reader(fd)
+    else:
+        loop.remove_writer(fd)
+
+
 class IoLoop:
     """A thread running the event loop that services this process's connections."""
 
@@ -268,9 +281,9 @@ class Connection:
             fd = self.sock.fileno()
             if fd >= 0:
                 if self._io_watching:
-                    self.io._loop.remove_reader(fd)
+                    _unwatch(self.io._loop, fd, reading=True)
                     self._io_watching = False
-                self.io._loop.remove_writer(fd)
+                _unwatch(self.io._loop, fd, reading=False)
             self._close_socket()
             for segment in self._out:
                 for owned in segment[1]:
@@ -504,7 +517,7 @@ class Connection:
                 return
             self._take_outbox()
             self._writing = False
-            self.io._loop.remove_writer(self.sock.fileno())
+            _unwatch(self.io._loop, self.sock.fileno(), reading=False)
             self._write()
         # As in _flush: frames queued while we held the lock had their flush turned
         # away, and the node signals only when its outbox was empty; look again.
@@ -730,7 +743,7 @@ class Connection:
     def _home_unwatch(self) -> None:
         with self._rlock:
             if self._home_watching and self._home is not None:
-                self._home.remove_reader(self.sock.fileno())
+                _unwatch(self._home, self.sock.fileno(), reading=True)
                 self._home_watching = False
 
     def _io_watch(self) -> None:
@@ -740,7 +753,7 @@ class Connection:
             self._io_watching = True
 
     def _io_look_away(self, delay: float) -> None:
-        self.io._loop.remove_reader(self.sock.fileno())
+        _unwatch(self.io._loop, self.sock.fileno(), reading=True)
         self._io_watching = False
         self._io_pause = self.io._loop.call_later(delay, self._io_watch)
 
