@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
+from tests.helpers.build import python_only
 from workmesh import ChannelClosed, ChannelFailed, NodeError, OwnedFd, Receiver, Sender
 from workmesh import _transport as transport
 from workmesh._channel._mpsc import receiver_from_port, sender_from_port
@@ -566,6 +567,7 @@ def test_on_its_home_loop_a_send_after_a_read_costs_no_extra_turn(
     pair.close()
 
 
+@python_only
 def test_another_loop_still_batches_its_burst_after_the_home_loop_sent(io: IoLoop) -> None:
     """The home loop's record of its last send must not stop a burst from another
     loop, on the same connection, being written together."""
@@ -709,6 +711,7 @@ def send_until_read_on(
     return sent
 
 
+@python_only
 def test_reading_moves_to_the_offered_loop_its_messages_wake_and_back_when_it_withdraws(
     io: IoLoop, monkeypatch: pytest.MonkeyPatch, other_loop: IoLoop
 ) -> None:
@@ -756,6 +759,7 @@ async def withdraw(node: LocalNode, loop: asyncio.AbstractEventLoop) -> None:
     node.withdraw_home(loop)
 
 
+@python_only
 def test_reading_stays_home_when_the_loop_its_messages_wake_did_not_offer(
     io: IoLoop, monkeypatch: pytest.MonkeyPatch, other_loop: IoLoop
 ) -> None:
@@ -780,6 +784,7 @@ def test_reading_stays_home_when_the_loop_its_messages_wake_did_not_offer(
     pair.close()
 
 
+@python_only
 def test_reading_moves_from_the_io_thread_to_an_offered_loop_and_back(
     io: IoLoop, monkeypatch: pytest.MonkeyPatch, other_loop: IoLoop
 ) -> None:

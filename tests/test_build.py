@@ -1,0 +1,53 @@
+"""The build under test is the one the test run asked for: pure Python or compiled.
+
+`make test` runs the suite twice -- against the editable, pure-Python install, and
+against a wheel built with WORKMESH_COMPILE=1 -- and says which through
+WORKMESH_EXPECT_COMPILED.  Without this check a failed compile (or a stray
+extension module in the source tree) would quietly test the other build.
+"""
+
+from __future__ import annotations
+
+import os
+import runpy
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import workmesh._build as build
+from workmesh._build import COMPILED_MODULES, build_description, compiled_modules
+
+pytestmark = pytest.mark.timeout(60)
+
+EXPECT = os.environ.get("WORKMESH_EXPECT_COMPILED")
+
+
+@pytest.mark.skipif(
+    EXPECT is None, reason="WORKMESH_EXPECT_COMPILED is not set (make test sets it)"
+)
+def test_the_modules_load_as_the_run_expects() -> None:
+    if EXPECT == "1":
+        assert compiled_modules() == COMPILED_MODULES
+        assert build_description() == "compiled (mypyc)"
+    else:
+        assert compiled_modules() == ()
+        assert build_description() == "pure Python"
+
+
+def test_a_child_process_loads_the_same_build() -> None:
+    """Children start from sys.executable and must import the parent's workmesh."""
+    code = "from workmesh._build import compiled_modules; print(','.join(compiled_modules()))"
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=50
+    ).stdout.strip()
+    assert tuple(filter(None, out.split(","))) == compiled_modules()
+
+
+def test_every_listed_module_exists_and_setup_reads_the_same_list() -> None:
+    source = Path(build.__file__).with_suffix(".py")
+    assert runpy.run_path(str(source))["COMPILED_MODULES"] == COMPILED_MODULES
+    for name in COMPILED_MODULES:
+        __import__(name)
+        assert name in sys.modules, name
