@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from workmesh._bench import main
+from workmesh._build import build_description
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -65,6 +66,7 @@ def test_machine_and_settings_are_described(tmp_path: Path) -> None:
     for key in ("python_version", "implementation", "platform", "cpu_count", "date"):
         assert machine[key]
     assert isinstance(machine["uvloop"]["available"], bool)
+    assert machine["workmesh_build"] == build_description()
     assert doc["settings"] == {"quick": True, "rounds": 2, "warmup_rounds": 1, "scale": 0.002}
 
 
@@ -125,9 +127,11 @@ def test_list_and_help(capsys: pytest.CaptureFixture[str]) -> None:
 
 def test_compare_two_runs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     old = run_bench(tmp_path, "inproc-loop-rtt", "channel_rt")
+    del old["machine"]["workmesh_build"]  # as if recorded before builds were (pure)
     (tmp_path / "old.json").write_text(json.dumps(old))
     new = run_bench(tmp_path, "inproc-loop-rtt", "oneshot_rt")
     new["machine"]["cpus_usable"] = 64  # as if run elsewhere
+    new["machine"]["workmesh_build"] = "compiled (mypyc)"
     (tmp_path / "new.json").write_text(json.dumps(new))
     capsys.readouterr()
 
@@ -135,6 +139,7 @@ def test_compare_two_runs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
 
     out = capsys.readouterr().out
     assert "note: cpus_usable differs" in out and "compare the ratios" in out
+    assert "note: workmesh's build differs (pure Python -> compiled (mypyc))" in out
     names = ("inproc-loop-rtt", "oneshot_rt", "channel_rt")
     rows = {line.split()[0]: line for line in out.splitlines() if line.startswith(names)}
     assert list(rows) == list(names)  # the new run's cases, then those only in the old one

@@ -75,6 +75,11 @@ def compare(old: dict[str, Any], new: dict[str, Any]) -> str:
                 f"note: {key} differs ({old_machine.get(key)} -> {new_machine.get(key)}): "
                 "compare the ratios, not the medians"
             )
+    # Runs before the build was recorded were pure Python.
+    old_build = old_machine.get("workmesh_build", "pure Python")
+    new_build = new_machine.get("workmesh_build", "pure Python")
+    if old_build != new_build:
+        lines.append(f"note: workmesh's build differs ({old_build} -> {new_build})")
     old_cases = {case["name"]: case for case in old["cases"]}
     new_cases = {case["name"]: case for case in new["cases"]}
     headers = ("case", "unit", "old median", "new median", "new/old", "old ratio", "new ratio")

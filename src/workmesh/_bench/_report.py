@@ -14,6 +14,7 @@ import sys
 from dataclasses import dataclass
 from typing import Any
 
+from .._build import build_description
 from ._core import BANDWIDTH, LATENCY, MEMORY, TIMES, Case, Outcome, Series, Settings
 
 SCHEMA_VERSION = 2  # 2: bandwidth and memory kinds, bounds, figures, peers' versions
@@ -67,6 +68,8 @@ def machine() -> dict[str, Any]:
         # The peers' packages (None: not installed, so that peer was skipped).
         "peers": {dist: _version(dist) for dist in ("pyzmq", "Pyro5", "msgpack", "ray")},
         "workmesh_version": _version("workmesh"),
+        # Pure Python or compiled (WORKMESH_COMPILE=1): the per-call costs differ.
+        "workmesh_build": build_description(),
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
     }
 
@@ -237,11 +240,13 @@ def summary(settings: Settings, quick: bool) -> str:
     """The lines printed above the table."""
     info = machine()
     loop = f"uvloop {info['uvloop']['version']}" if info["uvloop"]["available"] else "no uvloop"
+    build = info["workmesh_build"]
     mode = "quick" if quick else "full"
     return (
         f"workmesh bench ({mode}: {settings.rounds} rounds + {settings.warmup_rounds} warm-up, "
         f"scale {settings.scale:g}) on {info['implementation']} {info['python_version']}, "
-        f"{info['platform']}, {info['cpus_usable']}/{info['cpu_count']} CPUs, {loop}\n"
+        f"{info['platform']}, {info['cpus_usable']}/{info['cpu_count']} CPUs, {loop}, "
+        f"workmesh {build}\n"
         "Medians over rounds; ratio = ours / peer measured side by side in this run "
         "(latency and memory: lower is better; throughput and bandwidth: higher is better)."
     )
