@@ -9,7 +9,6 @@ extension module in the source tree) would quietly test the other build.
 from __future__ import annotations
 
 import os
-import runpy
 import subprocess
 import sys
 from pathlib import Path
@@ -45,9 +44,26 @@ def test_a_child_process_loads_the_same_build() -> None:
     assert tuple(filter(None, out.split(","))) == compiled_modules()
 
 
-def test_every_listed_module_exists_and_setup_reads_the_same_list() -> None:
+def test_the_list_reads_without_workmesh_as_setup_reads_it() -> None:
+    """setup.py runs the file before workmesh is importable (no site-packages here)."""
     source = Path(build.__file__).with_suffix(".py")
-    assert runpy.run_path(str(source))["COMPILED_MODULES"] == COMPILED_MODULES
+    code = (
+        "import runpy, sys; "
+        f"print(','.join(runpy.run_path({str(source)!r})['COMPILED_MODULES'])); "
+        "print('workmesh' in sys.modules)"
+    )
+    listed, imported = subprocess.run(
+        [sys.executable, "-I", "-S", "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=50,
+    ).stdout.split()
+    assert tuple(listed.split(",")) == COMPILED_MODULES
+    assert imported == "False"
+
+
+def test_every_listed_module_exists() -> None:
     for name in COMPILED_MODULES:
         __import__(name)
         assert name in sys.modules, name
