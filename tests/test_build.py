@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -67,3 +68,13 @@ def test_every_listed_module_exists() -> None:
     for name in COMPILED_MODULES:
         __import__(name)
         assert name in sys.modules, name
+
+
+def test_an_sdist_carries_the_build_backend() -> None:
+    """pyproject names a backend in the source tree; MANIFEST.in must ship it."""
+    root = Path(__file__).resolve().parent.parent
+    system = tomllib.loads((root / "pyproject.toml").read_text())["build-system"]
+    (where,) = system["backend-path"]
+    backend = f"{where}/{system['build-backend']}.py"
+    assert (root / backend).is_file(), backend
+    assert f"include {backend}" in (root / "MANIFEST.in").read_text().splitlines()
