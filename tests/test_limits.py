@@ -18,18 +18,11 @@ import pytest
 import workmesh as wm
 from tests.test_transport import Inbox as TransportInbox
 from workmesh import Limits, NodeError
+from workmesh._frames import FailPortFrame, Frame, MessageFrame, PortRecord
 from workmesh._ids import NodeId, PortId, new_node_id, new_port_id, node_name, port_name
 from workmesh._node import LocalNode
 from workmesh._transport import Connection, IoLoop
-from workmesh._wire import (
-    FailPortFrame,
-    Frame,
-    MessageFrame,
-    Payload,
-    PortRecord,
-    encode_frame,
-    frame_prefix,
-)
+from workmesh._wire import Payload, encode_frame, frame_prefix
 
 pytestmark = pytest.mark.timeout(30)
 

@@ -12,11 +12,10 @@ from typing import cast
 import pytest
 
 from workmesh import NodeError, OwnedFd
+from workmesh._frames import MessageFrame, MessageRunFrame
 from workmesh._node import LocalNode, Port, PortState
 from workmesh._wire import (
     BY_REFERENCE,
-    MessageFrame,
-    MessageRunFrame,
     Payload,
     RunPayload,
     SplicedPayload,

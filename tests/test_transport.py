@@ -15,17 +15,11 @@ from tests.helpers.build import python_only
 from workmesh import ChannelClosed, ChannelFailed, NodeError, OwnedFd, Receiver, Sender
 from workmesh import _transport as transport
 from workmesh._channel._mpsc import receiver_from_port, sender_from_port
+from workmesh._frames import Limits
 from workmesh._ids import new_port_id
 from workmesh._node import LocalNode, Port
 from workmesh._transport import Connection, IoLoop
-from workmesh._wire import (
-    BY_REFERENCE,
-    FrameBytes,
-    Limits,
-    Payload,
-    SplicedPayload,
-    frame_prefix,
-)
+from workmesh._wire import BY_REFERENCE, FrameBytes, Payload, SplicedPayload, frame_prefix
 
 pytestmark = pytest.mark.timeout(30)
 

@@ -11,18 +11,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import workmesh as wm
+from workmesh._frames import MAX_RUN_MESSAGES, RUN_BYTES, MessageFrame, MessageRunFrame
 from workmesh._wire import (
     BY_REFERENCE,
     DIRECT_READ,
     DIRECT_READ_MAX,
-    MAX_RUN_MESSAGES,
-    RUN_BYTES,
     Codec,
     FrameDecoder,
     FrameTooLarge,
-    MessageFrame,
     MessageRun,
-    MessageRunFrame,
     Payload,
     SplicedPayload,
     codec_for,

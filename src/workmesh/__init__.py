@@ -31,6 +31,7 @@ from ._errors import (
     WorkmeshError,
 )
 from ._fd import OwnedFd
+from ._frames import Limits
 from ._inspection import (
     Deferred,
     InspectNode,
@@ -40,7 +41,7 @@ from ._inspection import (
     inspect,
 )
 from ._process import ChildFailedToStart, Mesh, Sandbox
-from ._wire import Limits, Message
+from ._wire import Message
 from ._worker import (
     Failed,
     Inspect,

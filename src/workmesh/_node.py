@@ -22,7 +22,7 @@ is lost fails every port whose peer or target lives there.
 
 Migration (sending port P, whose peer is Q, to node B).  P picks the new id X,
 reserves one sequence number for a later ChangePeer, becomes SENDING and writes a
-:class:`~workmesh._wire.PortRecord`.  B creates X peered with Q and acknowledges
+:class:`~workmesh._frames.PortRecord`.  B creates X peered with Q and acknowledges
 to P.  On the acknowledgement P forwards to X everything it holds, becomes
 PROXYING and sends Q ``ChangePeer(X, delta)`` with the reserved number.  Q answers
 AcknowledgeChangePeer to P (at its own next number) and from then on talks to X
@@ -54,27 +54,29 @@ from typing import Any, Final, Protocol
 
 from ._errors import NodeError, PayloadError, WorkmeshError
 from ._fd import OwnedFd
-from ._ids import ZERO_ID, NodeId, PortId, new_node_id, new_port_id, node_name, port_name
-from ._wire import (
+from ._frames import (
     RUN_BYTES,
     AckChangePeerFrame,
     AckPortFrame,
     ChangePeerFrame,
-    Data,
     FailPortFrame,
     FdRecord,
     Frame,
+    MessageFrame,
+    MessageRunFrame,
+    PeerGoneFrame,
+    PortRecord,
+)
+from ._ids import ZERO_ID, NodeId, PortId, new_node_id, new_port_id, node_name, port_name
+from ._wire import (
+    Data,
     FrameBytes,
     FrameData,
     Inbound,
     InboundPayload,
     InboundRunPayload,
-    MessageFrame,
     MessageRun,
-    MessageRunFrame,
     Payload,
-    PeerGoneFrame,
-    PortRecord,
     RunPayload,
     SplicedPayload,
     decode_frame,

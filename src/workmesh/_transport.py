@@ -42,9 +42,10 @@ from typing import Any, TypeVar
 
 from ._errors import PayloadError
 from ._fd import OwnedFd
+from ._frames import Limits
 from ._ids import NodeId, node_name
 from ._node import THREAD_HOP, LocalNode, ProtocolError, watch_hops
-from ._wire import FrameBytes, FrameDecoder, Inbound, Limits, frame_prefix
+from ._wire import FrameBytes, FrameDecoder, Inbound, frame_prefix
 
 log = logging.getLogger(__name__)
 

@@ -33,6 +33,16 @@ import msgspec
 
 import workmesh as wm
 from workmesh._channel._mpsc import receiver_from_port
+from workmesh._frames import (
+    AckChangePeerFrame,
+    AckPortFrame,
+    ChangePeerFrame,
+    FailPortFrame,
+    FdRecord,
+    MessageFrame,
+    MessageRunFrame,
+    PortRecord,
+)
 from workmesh._ids import ZERO_ID, NodeId, PortId, new_node_id, new_port_id
 from workmesh._node import LocalNode, Port, ProtocolError
 from workmesh._wire import (
@@ -40,16 +50,8 @@ from workmesh._wire import (
     EXT_MESSAGE,
     EXT_REMOTE_ERROR,
     PREFIX_LEN,
-    AckChangePeerFrame,
-    AckPortFrame,
-    ChangePeerFrame,
-    FailPortFrame,
-    FdRecord,
     FrameDecoder,
-    MessageFrame,
-    MessageRunFrame,
     Payload,
-    PortRecord,
     codec_for,
     decode_frame,
     encode_frame,

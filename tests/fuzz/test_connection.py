@@ -25,10 +25,11 @@ from hypothesis import strategies as st
 
 import workmesh as wm
 from workmesh._channel._mpsc import receiver_from_port
+from workmesh._frames import FdRecord, MessageFrame
 from workmesh._ids import NodeId, new_node_id, new_port_id
 from workmesh._node import LocalNode, Port
 from workmesh._transport import Connection, IoLoop
-from workmesh._wire import FdRecord, MessageFrame, Payload, encode_frame, frame_prefix
+from workmesh._wire import Payload, encode_frame, frame_prefix
 
 from ..chaos._scale import figure, timeout
 from ._kit import (

@@ -17,8 +17,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from workmesh._frames import MessageFrame, PortRecord
 from workmesh._ids import new_node_id, new_port_id
-from workmesh._wire import MessageFrame, PortRecord, encode_frame
+from workmesh._wire import encode_frame
 
 from ..chaos._scale import figure, timeout
 from ._kit import Mutation, check_node_frames, mutate, node_rig, open_ports, random_frame

@@ -35,10 +35,11 @@ from typing import Any, NoReturn
 from .._channel import Receiver
 from .._channel._mpsc import receiver_from_port
 from .._errors import ChannelClosed, ChannelFailed, RemoteError
+from .._frames import Limits
 from .._ids import NodeId, PortId, node_name
 from .._node import LocalNode, Port, install_process_node
 from .._transport import Connection, new_event_loop
-from .._wire import Limits, Message
+from .._wire import Message
 from ._liveness import answer_pings
 from ._protocol import (
     ENV_VAR,

@@ -45,9 +45,10 @@ import msgspec
 from .._channel import OneshotReceiver, Receiver, Sender, channel, oneshot
 from .._channel._mpsc import sender_from_port
 from .._errors import ChannelClosed, ChannelFailed, LaunchError, WorkmeshError
+from .._frames import Limits
 from .._ids import NodeId, new_node_id, new_port_id, node_name
 from .._inspection import Forward, InspectRequest
-from .._wire import Limits, Message
+from .._wire import Message
 from ._diag import DiagnosticsServer
 from ._liveness import LivenessMonitor
 from ._protocol import (

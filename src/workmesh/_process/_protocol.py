@@ -22,8 +22,9 @@ import msgspec
 from .._channel import OneshotSender, Receiver, Sender
 from .._errors import PayloadError, RemoteError
 from .._fd import OwnedFd
+from .._frames import Limits
 from .._inspection import Deferred
-from .._wire import Limits, Message
+from .._wire import Message
 from ._sandbox import Sandbox
 
 ENV_VAR = "WORKMESH_INVITATION"

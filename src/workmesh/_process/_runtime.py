@@ -15,10 +15,10 @@ import threading
 from collections.abc import Callable
 
 from .._errors import NodeError
+from .._frames import Limits
 from .._ids import NodeId, node_name
 from .._node import LocalNode, local_node
 from .._transport import Connection, IoLoop
-from .._wire import Limits
 
 log = logging.getLogger(__name__)
 
