@@ -6,10 +6,10 @@ same sources (they are kept within what mypyc compiles: fully typed, no
 monkey-patching of their classes, no generic public types).  Python imports an
 extension module in preference to the source beside it, so one installed tree
 holds both and the extension wins.  These are the modules a message crosses on
-every hop -- the node's routing, the transport's reads and writes, the waiters that
-wake a receiver -- where the interpreter's per-call overhead is the cost; the
-public typed endpoints (generic classes) and the codec's msgspec Structs stay
-Python either way.  See ``docs/adr/0005-optional-compiled-build.md``.
+every hop -- the node's routing, the codec and framing, the transport's reads and
+writes, the waiters that wake a receiver -- where the interpreter's per-call
+overhead is the cost; the public typed endpoints (generic classes) and the frame
+types (msgspec Structs, in ``_frames``) stay Python either way.  See ``docs/adr/0005-optional-compiled-build.md``.
 
 ``setup.py`` reads :data:`COMPILED_MODULES` from this file without importing
 workmesh, so the list is kept to literals.
@@ -23,6 +23,7 @@ from typing import Final
 
 COMPILED_MODULES: Final = (
     "workmesh._ids",
+    "workmesh._wire",
     "workmesh._node",
     "workmesh._channel._waiter",
     "workmesh._transport",
