@@ -9,7 +9,8 @@ holds both and the extension wins.  These are the modules a message crosses on
 every hop -- the node's routing, the codec and framing, the transport's reads and
 writes, the waiters that wake a receiver -- where the interpreter's per-call
 overhead is the cost; the public typed endpoints (generic classes) and the frame
-types (msgspec Structs, in ``_frames``) stay Python either way.  See ``docs/adr/0005-optional-compiled-build.md``.
+types (msgspec Structs, in ``_frames``) stay Python either way.  See
+``docs/adr/0005-optional-compiled-build.md``.
 
 ``setup.py`` reads :data:`COMPILED_MODULES` from this file without importing
 workmesh, so the list is kept to literals.
