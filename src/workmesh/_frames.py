@@ -4,8 +4,8 @@ These are the schema of what travels between nodes: tagged, frozen, array-like
 Structs that :mod:`workmesh._wire` encodes, frames on a byte stream and decodes
 (see ``docs/adr/0001-wire-format.md``).  They live in a module of their own so
 that the codec can be compiled (the optional compiled build, ADR 0005) while
-these stay Python: mypyc does not pass on a Struct's class keywords.  Import them
-from :mod:`workmesh._wire`, which re-exports them.
+these stay Python: mypyc does not pass on a Struct's class keywords.  Whatever
+builds, reads or checks frames imports them from here.
 """
 
 from __future__ import annotations
@@ -68,13 +68,13 @@ class MessageRunFrame(msgspec.Struct, frozen=True, array_like=True, tag=8):
     """Consecutive messages to one port, as one frame: ``datas[i]`` is the message
     with sequence number ``seq + i``; none carries a resource or the close.  A
     receiver treats it exactly as that many message frames in a row (see
-    :class:`MessageRun`)."""
+    :class:`~workmesh._wire.MessageRun`)."""
 
     target: ID
     seq: int
     # Decoded as bytes, not views into the frame: a run's messages are small, and
     # bytes objects are not tracked by the garbage collector -- a receiver that
-    # lags holds many of them (see RunPayload).
+    # lags holds many of them (see _wire.RunPayload).
     datas: Annotated[list[bytes], msgspec.Meta(max_length=MAX_RUN_MESSAGES)]
 
 

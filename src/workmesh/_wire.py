@@ -14,8 +14,9 @@ first pass only *collects* resource objects, and they are converted (moved out o
 their owners) only once the whole value has encoded, so a failed ``send`` leaves
 every endpoint in the message untouched.
 
-Frames.  The node protocol's frames are tagged, frozen, array-like Structs,
-framed on a byte stream behind an 8-byte header (length, descriptor count).
+Frames.  The node protocol's frames are tagged, frozen, array-like Structs
+(defined in :mod:`workmesh._frames`), encoded here and framed on a byte stream
+behind an 8-byte header (length, descriptor count).
 :class:`FrameDecoder` splits a stream incrementally and enforces a size limit.
 """
 
