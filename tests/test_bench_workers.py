@@ -36,6 +36,7 @@ PEERS = {  # suffix: (the module it needs, what its note says to run)
     "zmq": ("zmq", BENCH_EXTRA),
     "Pyro5": ("Pyro5", BENCH_EXTRA),
     "Ray": ("ray", "pip install ray"),
+    "asyncio": (None, ""),  # the yardstick: asyncio's own transport, no package needed
 }
 
 
@@ -81,6 +82,10 @@ def test_round_trips_to_async_and_sync_workers_beside_the_peers(
     check_target(cases["worker-rpc-rtt-small/Pyro5"], ("<=", 1 / 3))
     check_target(cases["worker-rpc-rtt-small/Ray"], ("<=", 1 / 25))
     check_target(cases["worker-rpc-rtt-64k/mp.Pipe"], None)
+    for size in ("small", "64k"):
+        yardstick = cases[f"worker-rpc-rtt-{size}/asyncio"]
+        assert yardstick["peer"] == "asyncio BufferedProtocol"
+        check_target(yardstick, None)  # a measure of the loop's own cost, not a goal
 
     out = capsys.readouterr().out
     for first in ("worker-rpc-rtt-small", "worker-rpc-rtt-64k[sync]"):

@@ -37,8 +37,8 @@ pytestmark = pytest.mark.timeout(120)
 
 PEERS = ["mp.Queue", "zmq", "Pyro5", "Ray"]
 GROUPS = {
-    "xproc-rpc-rtt-small": ["mp.Pipe", *PEERS],
-    "xproc-rpc-rtt-64k": ["mp.Pipe", *PEERS],
+    "xproc-rpc-rtt-small": ["mp.Pipe", *PEERS, "asyncio"],
+    "xproc-rpc-rtt-64k": ["mp.Pipe", *PEERS, "asyncio"],
     "xproc-oneway-small": ["mp.Pipe", *PEERS],
     "xproc-oneway-64k": ["mp.Pipe", *PEERS],
     "xproc-spawn": ["import-entry", "mp-spawn", "mp-fork"],
@@ -143,6 +143,7 @@ def test_every_xproc_case_runs_beside_its_peers(
     assert cases["xproc-rpc-rtt-small/mp.Pipe"]["peer"] == "multiprocessing.Pipe"
     assert cases["xproc-rpc-rtt-small/mp.Queue"]["peer"] == "multiprocessing.Queue"
     assert cases["xproc-rpc-rtt-small/zmq"]["peer"].startswith("pyzmq PAIR ipc://")
+    assert cases["xproc-rpc-rtt-64k/asyncio"]["peer"] == "asyncio BufferedProtocol"
     assert cases["xproc-oneway-64k/Pyro5"]["peer"] == "Pyro5 (msgpack serializer)"
     assert cases["xproc-spawn"]["peer"] == 'python -c "import workmesh"'
     peers = doc["machine"]["peers"]

@@ -114,13 +114,19 @@ def _rtt_group(size: str, settings: Settings) -> Measured:
             stack.enter_context(_xproc._floor_child("echo", size)), size
         )
         pipe = _xproc._pipe_roundtrip(stack.enter_context(_xproc._pipe_child(child.mp_echo)), size)
+        bare = stack.enter_context(_xproc._floor_child("echo", size)).sock
+        echo = _xproc._enter_async(stack, runner, partial(_xproc._asyncio_echo, bare, size))
         for side, tx in senders.items():
             _xproc._check(side, runner.run(tx.call(make, msg)), msg)
         _xproc._check(_xproc.FLOOR, floor(), msg)
         _xproc._check(_xproc.PIPE, pipe(), _xproc._PICKLED[size])
+        _xproc._check(_xproc.ASYNCIO, runner.run(echo.call(msg)), msg)
 
         def ours(tx: Any, ops: int, warmup: int) -> list[int]:
             return runner.run(_xproc._wm_rtt_round(tx, make, msg, ops, warmup))
+
+        def on_asyncio(ops: int, warmup: int) -> list[int]:
+            return runner.run(_xproc._asyncio_rtt_round(echo, msg, ops, warmup))
 
         others, notes = _peers.split(_peers.rtt_sides(stack, size, ops, warmup))
         sides: dict[str, Callable[[], list[int]]] = {
@@ -128,6 +134,7 @@ def _rtt_group(size: str, settings: Settings) -> Measured:
         }
         sides[_xproc.FLOOR] = partial(_peers.blocking_rtt_round, floor, ops, warmup)
         sides[_xproc.PIPE] = partial(_peers.blocking_rtt_round, pipe, ops, warmup)
+        sides[_xproc.ASYNCIO] = partial(on_asyncio, ops, warmup)
         sides.update(others)
         rounds = alternate(settings, sides)
         for side, tx in senders.items():
@@ -176,13 +183,18 @@ _RTT_TEXT = (
 _OTHERS = "; ".join(
     [f"{_xproc.PIPE} = pickling send/recv to a 'spawn' child"]
     + [f"{peer.side} = {peer.about}" for peer in _peers.PEERS]
+    + [_xproc.ASYNCIO_NOTE]
 )
 
 
 def _rtt_rows(size: str) -> list[Row]:
     small = size == "small"
     floor_target = Target("<=", 1.5 if small else 1.3)
-    peers = [(_xproc.PIPE, "mp.Pipe"), *((p.side, p.suffix) for p in _peers.PEERS)]
+    peers = [
+        (_xproc.PIPE, "mp.Pipe"),
+        *((p.side, p.suffix) for p in _peers.PEERS),
+        (_xproc.ASYNCIO, "asyncio"),
+    ]
     return [
         Row("", ASYNC_WORKER, _xproc.FLOOR, floor_target),
         *(

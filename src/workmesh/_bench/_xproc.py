@@ -85,6 +85,7 @@ CHILD: Final = child.__name__
 OURS: Final = "workmesh"
 FLOOR: Final = "floor socketpair+msgspec"
 PIPE: Final = "multiprocessing.Pipe"
+ASYNCIO: Final = "asyncio BufferedProtocol"
 IMPORT_WM: Final = 'python -c "import workmesh"'
 IMPORT_ENTRY: Final = f'python -c "import {CHILD}"'
 MP_SPAWN: Final = "mp spawn -> 1st msg"
@@ -255,6 +256,89 @@ def _floor_roundtrip(link: child.Framed, size: str) -> Callable[[], Any]:
     return roundtrip
 
 
+class _AsyncioEcho(asyncio.BufferedProtocol):
+    """The floor's framing over asyncio's own transport, on the loop that runs ours.
+
+    Not a peer to beat but a yardstick: a round trip with nothing on top of the
+    event loop -- ``recv_into`` a reused buffer, one ``write`` per request, a future
+    per reply -- against the same blocking echo child as the floor.  Ours over it
+    is what workmesh adds; it over the floor is what asyncio costs.
+    """
+
+    def __init__(self, size: str) -> None:
+        self._decode = child.decoder_for(size).decode
+        self._encoder = msgspec.msgpack.Encoder()
+        self._out = bytearray()
+        self._buf = bytearray(child.READ_BUFFER)
+        self._view = memoryview(self._buf)
+        self._end = 0
+        self._reply: asyncio.Future[Any] | None = None
+        self._transport: asyncio.Transport | None = None
+        self.lost: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self._transport = transport
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return self._view[self._end :]
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self._end += nbytes
+        header = child.HEADER.size
+        if self._end < header:
+            return
+        (size,) = child.HEADER.unpack_from(self._buf)
+        if self._end < header + size:
+            return
+        if self._end != header + size or self._reply is None:
+            raise RuntimeError(f"{ASYNCIO}: {self._end} bytes arrived for one reply of {size}")
+        self._end = 0
+        self._reply.set_result(self._decode(self._view[header : header + size]))
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._reply is not None and not self._reply.done():
+            self._reply.set_exception(exc or EOFError(f"{ASYNCIO}: the echo child closed"))
+        self.lost.set_result(None)
+
+    async def call(self, msg: Any) -> Any:
+        assert self._transport is not None
+        out = self._out
+        self._encoder.encode_into(msg, out, child.HEADER.size)
+        child.HEADER.pack_into(out, 0, len(out) - child.HEADER.size)
+        self._reply = asyncio.get_running_loop().create_future()
+        self._transport.write(out)
+        return await self._reply
+
+    async def close(self) -> None:
+        if self._transport is not None:
+            self._transport.close()
+            await self.lost
+
+
+async def _asyncio_echo(
+    sock: socket.socket, size: str, stack: contextlib.AsyncExitStack
+) -> _AsyncioEcho:
+    """Our loop's end of a floor echo child, as an asyncio transport (closed with ``stack``)."""
+    loop = asyncio.get_running_loop()
+    _transport, echo = await loop.create_connection(partial(_AsyncioEcho, size), sock=sock)
+    stack.push_async_callback(echo.close)
+    return echo
+
+
+async def _asyncio_rtt_round(echo: _AsyncioEcho, msg: Any, ops: int, warmup: int) -> list[int]:
+    call, clock = echo.call, perf_counter_ns
+    samples = [0] * ops
+    async with _stall_guard(f"{ops + warmup} round trips over {ASYNCIO}"):
+        for _ in range(warmup):
+            await call(msg)
+        for i in range(ops):
+            start = clock()
+            await call(msg)
+            samples[i] = clock() - start
+    return samples
+
+
 def _pipe_roundtrip(conn: Connection, size: str) -> Callable[[], Any]:
     send, recv, obj = conn.send, conn.recv, _PICKLED[size]
 
@@ -273,12 +357,18 @@ def _rtt_group(size: str, settings: Settings) -> GroupResult:
         spawned, tx = _enter_async(stack, runner, partial(_spawn_echo, size))
         floor = _floor_roundtrip(stack.enter_context(_floor_child("echo", size)), size)
         pipe = _pipe_roundtrip(stack.enter_context(_pipe_child(child.mp_echo)), size)
+        bare = stack.enter_context(_floor_child("echo", size)).sock
+        echo = _enter_async(stack, runner, partial(_asyncio_echo, bare, size))
         _check(OURS, runner.run(tx.call(_ECHO[size], msg)), msg)
         _check(FLOOR, floor(), msg)
         _check(PIPE, pipe(), _PICKLED[size])
+        _check(ASYNCIO, runner.run(echo.call(msg)), msg)
 
         def ours(ops: int, warmup: int) -> list[int]:
             return runner.run(_wm_rtt_round(tx, _ECHO[size], msg, ops, warmup))
+
+        def on_asyncio(ops: int, warmup: int) -> list[int]:
+            return runner.run(_asyncio_rtt_round(echo, msg, ops, warmup))
 
         others, notes = _peers.split(_peers.rtt_sides(stack, size, ops, warmup))
         result = _measure(
@@ -288,6 +378,7 @@ def _rtt_group(size: str, settings: Settings) -> GroupResult:
                 OURS: partial(ours, ops, warmup),
                 FLOOR: partial(_peers.blocking_rtt_round, floor, ops, warmup),
                 PIPE: partial(_peers.blocking_rtt_round, pipe, ops, warmup),
+                ASYNCIO: partial(on_asyncio, ops, warmup),
                 **others,
             },
         )
@@ -665,6 +756,10 @@ _STREAM_TEXT = (
     "4-byte prefix + msgspec, one sendall per message"
 )
 _PIPE_NOTE = "multiprocessing.Pipe = pickling send/recv to a 'spawn' child"
+ASYNCIO_NOTE: Final = (
+    f"{ASYNCIO} = the floor's framing over asyncio's own transport, on the loop ours runs "
+    "on, to a floor echo child: no target, a yardstick of what the loop alone costs"
+)
 
 _SIZES: Final = (("small", "the small Struct"), ("64k", "64 KiB bytes"))
 
@@ -682,7 +777,7 @@ for _size, _what in _SIZES:
         f"xproc-rpc-rtt-{_size}",
         LATENCY,
         partial(_rtt_group, _size),
-        f"{_RTT_TEXT.format(what=_what)}; {_PIPE_NOTE}; {_OTHERS_NOTE}",
+        f"{_RTT_TEXT.format(what=_what)}; {_PIPE_NOTE}; {_OTHERS_NOTE}; {ASYNCIO_NOTE}",
         (
             _Peer(FLOOR, "", Target("<=", 1.5 if _size == "small" else 1.3)),
             _Peer(PIPE, "mp.Pipe", SMALL_RTT_TARGETS[PIPE] if _size == "small" else None),
@@ -690,6 +785,7 @@ for _size, _what in _SIZES:
                 _Peer(p.side, p.suffix, SMALL_RTT_TARGETS.get(p.side) if _size == "small" else None)
                 for p in _peers.PEERS
             ),
+            _Peer(ASYNCIO, "asyncio"),
         ),
     )
 for _size, _what in _SIZES:
