@@ -37,7 +37,7 @@ import tempfile
 import threading
 import time
 import types
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator
 from dataclasses import dataclass
 from functools import partial
 from multiprocessing import resource_tracker
@@ -220,17 +220,24 @@ async def _spawn_sink(size: str, stack: contextlib.AsyncExitStack) -> tuple[Chil
 # ------------------------------------------------------------------- round trips
 
 
-async def _wm_rtt_round(tx: Any, make: Any, msg: Any, ops: int, warmup: int) -> list[int]:
-    call, clock = tx.call, perf_counter_ns
+async def _timed_calls(
+    call: Callable[..., Awaitable[Any]], args: tuple[Any, ...], ops: int, warmup: int, what: str
+) -> list[int]:
+    """``warmup`` untimed ``await call(*args)``, then ``ops`` timed ones (ns each)."""
+    clock = perf_counter_ns
     samples = [0] * ops
-    async with _stall_guard(f"{ops + warmup} round trips"):
+    async with _stall_guard(what):
         for _ in range(warmup):
-            await call(make, msg)
+            await call(*args)
         for i in range(ops):
             start = clock()
-            await call(make, msg)
+            await call(*args)
             samples[i] = clock() - start
     return samples
+
+
+async def _wm_rtt_round(tx: Any, make: Any, msg: Any, ops: int, warmup: int) -> list[int]:
+    return await _timed_calls(tx.call, (make, msg), ops, warmup, f"{ops + warmup} round trips")
 
 
 @contextlib.asynccontextmanager
@@ -327,16 +334,8 @@ async def _asyncio_echo(
 
 
 async def _asyncio_rtt_round(echo: _AsyncioEcho, msg: Any, ops: int, warmup: int) -> list[int]:
-    call, clock = echo.call, perf_counter_ns
-    samples = [0] * ops
-    async with _stall_guard(f"{ops + warmup} round trips over {ASYNCIO}"):
-        for _ in range(warmup):
-            await call(msg)
-        for i in range(ops):
-            start = clock()
-            await call(msg)
-            samples[i] = clock() - start
-    return samples
+    what = f"{ops + warmup} round trips over {ASYNCIO}"
+    return await _timed_calls(echo.call, (msg,), ops, warmup, what)
 
 
 def _pipe_roundtrip(conn: Connection, size: str) -> Callable[[], Any]:
