@@ -114,8 +114,7 @@ def _rtt_group(size: str, settings: Settings) -> Measured:
             stack.enter_context(_xproc._floor_child("echo", size)), size
         )
         pipe = _xproc._pipe_roundtrip(stack.enter_context(_xproc._pipe_child(child.mp_echo)), size)
-        bare = stack.enter_context(_xproc._floor_child("echo", size)).sock
-        echo = _xproc._enter_async(stack, runner, partial(_xproc._asyncio_echo, bare, size))
+        echo = _xproc._asyncio_yardstick(stack, runner, size)
         for side, tx in senders.items():
             _xproc._check(side, runner.run(tx.call(make, msg)), msg)
         _xproc._check(_xproc.FLOOR, floor(), msg)

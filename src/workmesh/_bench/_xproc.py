@@ -333,6 +333,14 @@ async def _asyncio_echo(
     return echo
 
 
+def _asyncio_yardstick(
+    stack: contextlib.ExitStack, runner: asyncio.Runner, size: str
+) -> _AsyncioEcho:
+    """A floor echo child reached through asyncio's transport on ``runner``'s loop."""
+    bare = stack.enter_context(_floor_child("echo", size)).sock
+    return _enter_async(stack, runner, partial(_asyncio_echo, bare, size))
+
+
 async def _asyncio_rtt_round(echo: _AsyncioEcho, msg: Any, ops: int, warmup: int) -> list[int]:
     what = f"{ops + warmup} round trips over {ASYNCIO}"
     return await _timed_calls(echo.call, (msg,), ops, warmup, what)
@@ -356,8 +364,7 @@ def _rtt_group(size: str, settings: Settings) -> GroupResult:
         spawned, tx = _enter_async(stack, runner, partial(_spawn_echo, size))
         floor = _floor_roundtrip(stack.enter_context(_floor_child("echo", size)), size)
         pipe = _pipe_roundtrip(stack.enter_context(_pipe_child(child.mp_echo)), size)
-        bare = stack.enter_context(_floor_child("echo", size)).sock
-        echo = _enter_async(stack, runner, partial(_asyncio_echo, bare, size))
+        echo = _asyncio_yardstick(stack, runner, size)
         _check(OURS, runner.run(tx.call(_ECHO[size], msg)), msg)
         _check(FLOOR, floor(), msg)
         _check(PIPE, pipe(), _PICKLED[size])
