@@ -248,3 +248,53 @@ def free_memory_and_report_rss(message: wm.Message) -> None:
     del blocks
     reply.send([before, _rss()])
     reply.close()
+
+
+# ------------------------------------------------------------------- replies (test_rpc_xproc)
+
+DROP = -1  # the answerer drops this request's Rpc without answering
+HOLD = -2  # the answerer keeps this request's Rpc, unanswered, until it ends
+
+
+class Ask(msgspec.Struct):
+    rpc: wm.Rpc[int, int]
+
+
+async def answer(message: wm.Message) -> None:
+    """Answer ``x`` with ``x + 1000``; drop or hold the Rpc for DROP and HOLD."""
+    requests = message.parse(wm.Receiver[Ask])
+    held = []
+    async for request in requests:
+        x = request.rpc.input
+        if x == DROP:
+            del request  # the last reference: the reply sender closes here and now
+            continue
+        if x == HOLD:
+            held.append(request)
+            continue
+        request.rpc.complete(x + 1000)
+
+
+class RelayParams(msgspec.Struct):
+    requests: wm.Receiver[Ask]
+    onward: wm.Sender[Ask]
+
+
+async def relay(message: wm.Message) -> None:
+    """Pass every request, its Rpc included, on to another process unanswered."""
+    params = message.parse(RelayParams)
+    async for request in params.requests:
+        params.onward.send(request)
+
+
+class CallerParams(msgspec.Struct):
+    calls: wm.Sender[Ask]
+    count: int
+    results: wm.Sender[list[int]]
+
+
+async def caller(message: wm.Message) -> None:
+    """Call ``count`` times (inputs 0, 1, ...) and send the answers back in one list."""
+    params = message.parse(CallerParams)
+    answers = [await params.calls.call(Ask, i) for i in range(params.count)]
+    params.results.send(answers)

@@ -1,0 +1,136 @@
+"""Rpc replies across real processes: the cases any reply path must keep.
+
+A call ends with the answer, with ChannelClosed when the handler drops the Rpc,
+or with ChannelFailed when the process holding it dies -- wherever the Rpc went:
+answered where it arrived, forwarded to a third process, called from several
+threads at once, or called from a child that was handed the Sender.  (These pin
+the behaviour the reply path of ADR 0006 must preserve.)  Every child is real;
+the conftest fixtures check that none, and no thread or descriptor, is left.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+import pytest
+
+import workmesh as wm
+from workmesh._process import Mesh
+
+from .helpers.children import DROP, HOLD, Ask, CallerParams, RelayParams
+
+pytestmark = pytest.mark.timeout(60)
+
+T = TypeVar("T")
+CHILDREN = "tests.helpers.children"
+THREADS = 4
+CALLS_PER_THREAD = 100
+
+
+def run(coro_fn: Callable[[], Awaitable[T]]) -> T:
+    return asyncio.run(coro_fn())  # type: ignore[arg-type]
+
+
+async def within(awaitable: Awaitable[T], seconds: float = 10) -> T:
+    return await asyncio.wait_for(awaitable, seconds)
+
+
+def test_a_dropped_rpc_closes_its_call_and_the_channel_goes_on() -> None:
+    async def main() -> None:
+        async with Mesh("test") as mesh:
+            tx, rx = wm.channel(Ask)
+            child = await mesh.spawn("answer", f"{CHILDREN}:answer", rx)
+            assert await within(tx.call(Ask, 1)) == 1001
+            with pytest.raises(wm.ChannelClosed):
+                await within(tx.call(Ask, DROP))
+            assert await within(tx.call(Ask, 2)) == 1002  # the next call is unharmed
+            tx.close()
+            assert await within(child.wait()) == 0
+
+    run(main)
+
+
+def test_an_rpc_forwarded_to_a_third_process_is_answered_from_there() -> None:
+    async def main() -> None:
+        async with Mesh("test") as mesh:
+            to_answerer, answerer_rx = wm.channel(Ask)
+            answerer = await mesh.spawn("answer", f"{CHILDREN}:answer", answerer_rx)
+            tx, rx = wm.channel(Ask)
+            relay = await mesh.spawn("relay", f"{CHILDREN}:relay", RelayParams(rx, to_answerer))
+            assert await within(tx.call(Ask, 5)) == 1005
+            with pytest.raises(wm.ChannelClosed):
+                await within(tx.call(Ask, DROP))
+            held = asyncio.ensure_future(tx.call(Ask, HOLD))
+            assert await within(tx.call(Ask, 6)) == 1006  # the held one reached the answerer
+            assert not held.done()
+            answerer.kill()
+            with pytest.raises(wm.ChannelFailed) as info:
+                await within(held)
+            assert info.value.kind is wm.ChannelErrorKind.NODE_FAILURE
+            tx.close()
+            assert await within(relay.wait()) == 0
+            await within(answerer.wait())
+
+    run(main)
+
+
+def test_calls_from_several_threads_on_one_sender_get_their_own_answers() -> None:
+    async def main() -> None:
+        async with Mesh("test") as mesh:
+            tx, rx = wm.channel(Ask)
+            child = await mesh.spawn("answer", f"{CHILDREN}:answer", rx)
+            assert await within(tx.call(Ask, 0)) == 1000  # the link is up
+            answers: dict[int, list[int]] = {}
+            errors: list[BaseException] = []
+
+            async def calls(first: int) -> list[int]:
+                inputs = range(first, first + CALLS_PER_THREAD)
+                return [await within(tx.call(Ask, x)) for x in inputs]
+
+            def thread_main(index: int) -> None:
+                try:
+                    answers[index] = asyncio.run(calls(index * CALLS_PER_THREAD))
+                except BaseException as exc:  # reported below, with the thread's index
+                    errors.append(exc)
+
+            threads = [
+                threading.Thread(target=thread_main, args=(i,), name=f"caller-{i}")
+                for i in range(THREADS)
+            ]
+            for thread in threads:
+                thread.start()
+            done = asyncio.get_running_loop().run_in_executor(None, _join_all, threads)
+            await within(done, 30)
+            assert errors == []
+            for index in range(THREADS):
+                first = index * CALLS_PER_THREAD
+                assert answers[index] == [x + 1000 for x in range(first, first + CALLS_PER_THREAD)]
+            tx.close()
+            assert await within(child.wait()) == 0
+
+    run(main)
+
+
+def _join_all(threads: list[threading.Thread]) -> None:
+    for thread in threads:
+        thread.join()
+
+
+def test_a_sender_handed_to_a_child_calls_from_there() -> None:
+    async def main() -> None:
+        async with Mesh("test") as mesh:
+            tx, rx = wm.channel(Ask)
+            answerer = await mesh.spawn("answer", f"{CHILDREN}:answer", rx)
+            results_tx, results = wm.channel(list[int])
+            params = CallerParams(tx.clone(), 50, results_tx)
+            calling = await mesh.spawn("caller", f"{CHILDREN}:caller", params)
+            assert await within(results.recv()) == [x + 1000 for x in range(50)]
+            assert await within(tx.call(Ask, 7)) == 1007  # the parent's own calls go on
+            assert await within(calling.wait()) == 0
+            tx.close()
+            assert await within(answerer.wait()) == 0
+
+    run(main)
