@@ -10,9 +10,8 @@ from __future__ import annotations
 import asyncio
 import signal
 import threading
-from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import msgspec
 import pytest
@@ -21,11 +20,11 @@ import workmesh as wm
 from workmesh._process import Mesh
 from workmesh._process._runtime import acquire_runtime
 
+from .helpers.aio import run, within
 from .helpers.children import EchoParams
 
 pytestmark = pytest.mark.timeout(60)
 
-T = TypeVar("T")
 CHILDREN = "tests.helpers.children"
 HERE = "tests.test_limits_process"
 MAX_FRAME = 64 * 1024
@@ -93,14 +92,6 @@ async def report_links(message: wm.Message) -> None:
 
 
 # ----------------------------------------------------------------- helpers
-def run(coro_fn: Callable[[], Awaitable[T]]) -> T:
-    return asyncio.run(coro_fn())  # type: ignore[arg-type]
-
-
-async def within(awaitable: Awaitable[T], seconds: float = 10) -> T:
-    return await asyncio.wait_for(awaitable, seconds)
-
-
 def chain(exc: BaseException | None) -> str:
     """Every message along the cause chain, outermost first."""
     parts = []

@@ -12,8 +12,7 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 
@@ -24,24 +23,16 @@ from workmesh._process._protocol import Ping, Pong
 from workmesh._process._zygote import WarmPopen
 from workmesh._transport import IoLoop
 
+from .helpers.aio import run, within
 from .helpers.children import EchoParams
 from .helpers.liveness_children import BusyParams, HoldParams
 from .helpers.workers import Counter, CounterParams, Incr
 
 pytestmark = pytest.mark.timeout(60)
 
-T = TypeVar("T")
 CHILDREN = "tests.helpers.children"
 HELPERS = "tests.helpers.liveness_children"
 UNRESPONSIVE = "unresponsive: no answer to a liveness check within 0.5 s"
-
-
-def run(coro_fn: Callable[[], Awaitable[T]]) -> T:
-    return asyncio.run(coro_fn())  # type: ignore[arg-type]
-
-
-async def within(awaitable: Awaitable[T], seconds: float = 10) -> T:
-    return await asyncio.wait_for(awaitable, seconds)
 
 
 async def spawn_echo(

@@ -16,9 +16,8 @@ import socket
 import subprocess
 import sys
 import threading
-from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 
@@ -26,6 +25,7 @@ import workmesh as wm
 from workmesh._process import ChildFailedToStart, Mesh
 from workmesh._transport import REHOME_VOTES
 
+from .helpers.aio import run, within
 from .helpers.children import (
     BounceParams,
     Calc,
@@ -41,7 +41,6 @@ from .helpers.workers import Counter, CounterParams, Incr
 
 pytestmark = pytest.mark.timeout(60)
 
-T = TypeVar("T")
 CHILDREN = "tests.helpers.children"
 HERE = "tests.test_process"
 ROOT = Path(__file__).resolve().parent.parent
@@ -61,14 +60,6 @@ def write_garbage_when_told(message: wm.Message) -> None:
     conn.sock.setblocking(True)
     conn.sock.sendall(b"\xff" * 64)
     hold.recv_blocking()
-
-
-def run(coro_fn: Callable[[], Awaitable[T]]) -> T:
-    return asyncio.run(coro_fn())  # type: ignore[arg-type]
-
-
-async def within(awaitable: Awaitable[T], seconds: float = 10) -> T:
-    return await asyncio.wait_for(awaitable, seconds)
 
 
 async def spawn_echo(mesh: Mesh) -> tuple[Any, wm.Sender[Any], wm.Receiver[Any]]:

@@ -12,30 +12,20 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Awaitable, Callable
-from typing import TypeVar
 
 import pytest
 
 import workmesh as wm
 from workmesh._process import Mesh
 
+from .helpers.aio import run, within
 from .helpers.children import DROP, HOLD, Ask, CallerParams, RelayParams
 
 pytestmark = pytest.mark.timeout(60)
 
-T = TypeVar("T")
 CHILDREN = "tests.helpers.children"
 THREADS = 4
 CALLS_PER_THREAD = 100
-
-
-def run(coro_fn: Callable[[], Awaitable[T]]) -> T:
-    return asyncio.run(coro_fn())  # type: ignore[arg-type]
-
-
-async def within(awaitable: Awaitable[T], seconds: float = 10) -> T:
-    return await asyncio.wait_for(awaitable, seconds)
 
 
 def test_a_dropped_rpc_closes_its_call_and_the_channel_goes_on() -> None:

@@ -7,13 +7,12 @@ conftest fixture checks threads, descriptors and child processes).
 
 from __future__ import annotations
 
-import asyncio
 import os
 import resource
 import subprocess
-from collections.abc import Awaitable, Callable
+from functools import partial
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import msgspec
 import pytest
@@ -22,23 +21,19 @@ import workmesh as wm
 from workmesh._process import ChildFailedToStart, Mesh
 from workmesh._process._zygote import WarmPopen
 
+from .helpers.aio import run
+from .helpers.aio import within as aio_within
 from .helpers.sandbox_user import ReportParams
 from .helpers.workers import Counter, CounterParams, Incr
 
 pytestmark = pytest.mark.timeout(60)
 
-T = TypeVar("T")
 USER = "tests.helpers.sandbox_user"
 SETUP = "tests.helpers.sandbox_setup"
 LIMITS = {"RLIMIT_NOFILE": (300, 400), "RLIMIT_CORE": (0, 0), "RLIMIT_CPU": (3600, 7200)}
 
 
-def run(coro_fn: Callable[[], Awaitable[T]]) -> T:
-    return asyncio.run(coro_fn())  # type: ignore[arg-type]
-
-
-async def within(awaitable: Awaitable[T], seconds: float = 20) -> T:
-    return await asyncio.wait_for(awaitable, seconds)
+within = partial(aio_within, seconds=20)  # this module waits longer than the others
 
 
 async def spawn_report(mesh: Mesh, sandbox: wm.Sandbox, *, warm: bool) -> dict[str, Any]:
