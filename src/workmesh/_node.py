@@ -385,6 +385,14 @@ class LocalNode:
         """True when the calling thread is inside one of this node's operations."""
         return self._owner == threading.get_ident()
 
+    def when_free(self, callback: Wake) -> None:
+        """Run ``callback`` now, or -- called from inside an operation (a finalizer
+        that runs there, say) -- once that operation has released the node."""
+        if self.in_operation():
+            self._wakes.append(callback)
+        else:
+            callback()
+
     # ----------------------------------------------------------------- ports
     def new_pair(self) -> tuple[Port, Port]:
         a, b = Port(self), Port(self)

@@ -242,6 +242,10 @@ class RunPayload:
     def __init__(self, datas: list[bytes]) -> None:
         self.datas = datas
 
+    def payloads(self) -> list[Payload]:
+        """The run as a payload per message, for a handler that needs them apart."""
+        return [Payload(data, []) for data in self.datas]
+
 
 class InboundRunPayload(RunPayload):
     """A run charged to its connection's :class:`Inbound` while it lives (its
@@ -254,6 +258,9 @@ class InboundRunPayload(RunPayload):
         self._inbound = inbound
         self._size = size = sum(map(len, datas))
         inbound._received += size
+
+    def payloads(self) -> list[Payload]:
+        return [InboundPayload(data, [], self._inbound) for data in self.datas]
 
     def __del__(self) -> None:
         self._inbound._given.append(self._size)
@@ -361,7 +368,7 @@ def _ext_hook(code: int, data: memoryview) -> Any:
         nested = Payload(inner, [])
         ctx.made.append(nested)  # closed with the rest should the decode fail
         for i in range(start, start + count):
-            nested.resources.append(ctx.take(i))
+            nested.resources.append(_travelling(ctx.take(i)))
         return Message._from_payload(nested)
     if code == EXT_RAW:
         # Only ever a marker inside this process's encoder: never on the wire.
@@ -505,7 +512,8 @@ class Codec:
 
     def decode(self, payload: Payload) -> Any:
         if self.type is Message:
-            return Message._from_payload(Payload(payload.data, payload.take_resources()))
+            resources = [_travelling(res) for res in payload.take_resources()]
+            return Message._from_payload(Payload(payload.data, resources))
         if not payload.resources and _state.dec is _NO_RESOURCES:
             # Most messages carry no endpoint or fd: no context to set up or check
             # (about a third of the cost of receiving a small message).
@@ -529,6 +537,13 @@ class Codec:
             # must not leak.
             _close_all(res for res, taken in zip(resources, ctx.taken, strict=True) if not taken)
         return value
+
+
+def _travelling(resource: Any) -> Any:
+    """A received resource in a form that can be sent on: a call's reply slot (a
+    resource of the channel layer, see ``_channel._reply``) becomes a port."""
+    to_port = getattr(resource, "to_port", None)
+    return to_port() if to_port is not None else resource
 
 
 def _take(obj: object) -> Resource:

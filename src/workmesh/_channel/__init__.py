@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from .._wire import ResourceKind, register_resource_kind
-from . import _mpsc, _oneshot
+from . import _mpsc, _oneshot, _reply
 from ._mpsc import Receiver, Sender, channel, mpsc_channel
 from ._oneshot import OneshotReceiver, OneshotSender, oneshot
 from ._rpc import Err, FailableRpc, Ok, Rpc
@@ -20,12 +20,21 @@ def _arg(declared: Any) -> Any:
     return args[0] if args else object
 
 
+def _port(resource: Any) -> Any:
+    """A received resource that must be a port (a call's reply slot is one only
+    where the message has a OneshotSender)."""
+    if type(resource) is _reply.ReplySlot:
+        resource.close()
+        raise ValueError("a call's reply slot is referenced where a port was expected")
+    return resource
+
+
 register_resource_kind(
     ResourceKind(
         2,
         Sender,
         _mpsc.sender_to_port,
-        lambda port, tp: _mpsc.sender_from_port(port, _arg(tp)),
+        lambda port, tp: _mpsc.sender_from_port(_port(port), _arg(tp)),
         lambda obj, tp: _mpsc.retype(obj, _arg(tp)),
     )
 )
@@ -34,7 +43,7 @@ register_resource_kind(
         3,
         Receiver,
         _mpsc.receiver_to_port,
-        lambda port, tp: _mpsc.receiver_from_port(port, _arg(tp)),
+        lambda port, tp: _mpsc.receiver_from_port(_port(port), _arg(tp)),
         lambda obj, tp: _mpsc.retype(obj, _arg(tp)),
         _mpsc.check_receiver,
     )
@@ -53,7 +62,7 @@ register_resource_kind(
         5,
         OneshotReceiver,
         _oneshot.oneshot_receiver_to_port,
-        lambda port, tp: _oneshot.oneshot_receiver_from_port(port, _arg(tp)),
+        lambda port, tp: _oneshot.oneshot_receiver_from_port(_port(port), _arg(tp)),
         lambda obj, tp: _oneshot.retype_oneshot(obj, _arg(tp)),
         _oneshot.check_oneshot_receiver,
     )

@@ -42,6 +42,7 @@ from .._errors import (
 )
 from .._node import Port, local_node
 from .._wire import Codec, Payload, RunPayload, codec_for
+from ._reply import CALL, Drain, ReplyMux, SlotHome, open_call, travelling
 from ._rpc import call as _call
 from ._rpc import call_failable as _call_failable
 from ._waiter import AsyncWaiter, ThreadWaiter, Waiter
@@ -53,6 +54,7 @@ T = TypeVar("T")
 # A control message on an mpsc port: "attach the port I carry as another sender".
 # A fixext1 of code 127 is never the start of an encoded workmesh value.
 ATTACH: Final = b"\xd4\x7f\x00"
+_MARK: Final = ATTACH[0]  # the first byte of every control head (see also _reply)
 
 
 class _FromPort:
@@ -111,11 +113,13 @@ class _Core:
         "_codec",
         "codec_type",
         "corrupt",
+        "homes",
         "items",
         "lock",
         "ports",
         "receiver_alive",
         "remote",
+        "replies",
         "senders",
         "waiter",
     )
@@ -132,6 +136,10 @@ class _Core:
         self.waiter: Waiter | None = None
         self.codec_type = tp
         self._codec: Codec | None = None
+        # Calls (see _reply): the answers owed on each receiving port, and, when
+        # this channel's senders call a receiver elsewhere, the calls they await.
+        self.homes: dict[Port, SlotHome] = {}
+        self.replies: ReplyMux | None = None
 
     @property
     def codec(self) -> Codec:
@@ -160,6 +168,9 @@ class _Core:
         else:
             # Anything else, a forged marker included, is decoded as data (and a
             # marker that is not a value of the channel's type reads as corruption).
+            data = payload.data
+            if data and data[0] == _MARK and bytes(data[:3]) == CALL:
+                self._open_call(port, payload)
             item = _FromPort(port, payload)
         with self.lock:
             self.items.append(item)
@@ -167,9 +178,22 @@ class _Core:
         if waiter is not None:
             wakes.append(waiter.wake)
 
+    def _open_call(self, port: Port, payload: Payload) -> None:
+        """A call: its head becomes the reply slot its answer will go through."""
+        with self.lock:
+            home = self.homes.get(port)
+            if home is None:
+                home = self.homes[port] = SlotHome(port)
+        open_call(home, payload)  # a malformed head stays, to read as corruption
+
     def port_run(self, port: Port, run: RunPayload, wakes: list[Any]) -> None:
         """A run of messages, queued whole (none carries a resource, so none is an
-        attach marker)."""
+        attach marker).  A run holding a call is taken message by message."""
+        for data in run.datas:
+            if data[0] == _MARK:
+                for payload in run.payloads():
+                    self.port_message(port, payload, wakes)
+                return
         item = _FromRun(port, run)
         with self.lock:
             self.items.append(item)
@@ -303,7 +327,11 @@ def _release_sender(core: _Core) -> None:
     if waiter is not None:
         waiter.wake()
     if remote is not None:
-        remote.close()
+        replies = core.replies
+        # Calls still waiting keep the port open for their answers; it closes
+        # after the last one (see _reply.ReplyMux).
+        if replies is None or not replies.defer_close():
+            remote.close()
 
 
 class Receiver(Generic[T]):
@@ -547,10 +575,24 @@ class Receiver(Generic[T]):
             return
         with core.lock:
             core.receiver_alive = False
+            homes, core.homes = core.homes, {}
+            if homes:
+                ports = set(core.ports)
+        if homes:
+            # Answers are being worked on: their ports stay open for them, and
+            # nothing may reach this channel's queue meanwhile.
+            for port in ports:
+                port.remove_handler()
+        with core.lock:
             items, core.items = core.items, deque()
             ports, core.ports = core.ports, set()
         _discard_items(items)
         for port in ports:
+            home = homes.get(port)
+            if home is not None:
+                port.set_handler(Drain(home))
+                if home.close_when_answered():
+                    continue
             port.close()
 
     def __enter__(self) -> Receiver[T]:
@@ -599,9 +641,18 @@ def sender_to_port(sender: Sender[Any]) -> Port:
     with core.lock:
         remote = core.remote
         sole = core.senders == 1
-        if remote is not None and sole:
+        replies = core.replies
+        if remote is not None and sole and (replies is None or replies.detach()):
             core.senders = 0
-            return remote
+            moving = True
+        else:
+            moving = False
+    if moving:
+        assert remote is not None
+        if replies is not None:
+            remote.remove_handler()  # no call waits: the port moves on without its table
+        return remote
+    with core.lock:
         if remote is None and core.receiver_alive:
             a, b = node.new_pair()
             core.ports.add(b)
@@ -631,6 +682,8 @@ def receiver_to_port(receiver: Receiver[Any]) -> Port:
             receiver._core = None
             core.ports.clear()
             core.receiver_alive = False
+            homes, core.homes = core.homes, {}
+            _rehome_all(homes)
             return ports[0]
         try:
             buffered: list[Payload | None] = []
@@ -654,6 +707,8 @@ def receiver_to_port(receiver: Receiver[Any]) -> Port:
         core.ports.clear()
         core.remote = send
         no_senders = core.senders == 0
+        homes, core.homes = core.homes, {}
+    _rehome_all(homes)
     for port in ports:
         send.send(Payload(ATTACH, [port]))
     if no_senders:
@@ -670,9 +725,16 @@ def check_receiver(receiver: Receiver[Any]) -> None:
         core.codec.encode(item)
 
 
+def _rehome_all(homes: dict[Port, SlotHome]) -> None:
+    """Before the ports move: calls being answered here get ports of their own."""
+    for home in homes.values():
+        for slot in home.snapshot():
+            slot.rehome()
+
+
 def _as_payload(core: _Core, item: Any) -> Payload | None:
     if isinstance(item, _FromPort):
-        return item.payload
+        return travelling(item.payload)  # a call's reply slot cannot travel as it is
     if isinstance(item, _Attach):
         return Payload(ATTACH, [item.port])
     if isinstance(item, _PortEnd):

@@ -18,6 +18,7 @@ from typing import Any, Final, Generic, NoReturn, TypeVar, cast
 from .._errors import ChannelClosed, ChannelErrorKind, ChannelFailed, NodeError, PayloadError
 from .._node import Port, local_node
 from .._wire import Payload, codec_for
+from ._reply import CallMarker, ReplyMux, ReplySlot
 from ._waiter import AsyncWaiter, ThreadWaiter, Waiter
 
 T = TypeVar("T")
@@ -34,11 +35,14 @@ class _St(enum.Enum):
 class _Once:
     __slots__ = (
         "__weakref__",
+        "call_id",
         "error",
         "lock",
+        "mux",
         "port",
         "receiver_alive",
         "remote",
+        "slot",
         "state",
         "tp",
         "value",
@@ -55,12 +59,54 @@ class _Once:
         self.port: Port | None = None  # receiver side: where the value comes from
         self.waiter: Waiter | None = None
         self.tp = tp
+        # A call's answer that comes back on its request's stream (see _reply):
+        # sender side, the slot it answers into; receiver side, the calls table
+        # it waits in, and its id there.
+        self.slot: ReplySlot | None = None
+        self.mux: ReplyMux | None = None
+        self.call_id = 0
 
     def _settle(self, state: _St, value: Any = None, error: ChannelFailed | None = None) -> Any:
         with self.lock:
             self.state, self.value, self.error = state, value, error
             waiter, self.waiter = self.waiter, None
         return waiter
+
+    # Settled by a ReplyMux (under the node lock; wake-ups deferred).
+    def settle_reply(self, payload: Payload | None, wakes: list[Any]) -> None:
+        """The answer's encoding, or None: the reply sender was dropped."""
+        with self.lock:
+            live = self.state is _St.WAITING and self.receiver_alive
+            if live:
+                self.state, self.value = (
+                    (_St.VALUE, payload) if payload is not None else (_St.CLOSED, None)
+                )
+                waiter, self.waiter = self.waiter, None
+        if not live:
+            if payload is not None:
+                payload.discard()
+        elif waiter is not None:
+            wakes.append(waiter.wake)
+
+    def settle_failed(self, error: ChannelFailed, wakes: list[Any]) -> None:
+        with self.lock:
+            live = self.state is _St.WAITING
+            if live:
+                self.state, self.error = _St.FAILED, error
+                waiter, self.waiter = self.waiter, None
+        if live and waiter is not None:
+            wakes.append(waiter.wake)
+
+    def join_port(self, port: Port, wakes: list[Any]) -> None:
+        """The answer will come on ``port`` instead (the call was re-homed)."""
+        with self.lock:
+            live = self.state is _St.WAITING and self.receiver_alive
+            if live:
+                self.port = port
+        if live:
+            wakes.append(lambda: port.set_handler(self))
+        else:
+            wakes.append(port.close)
 
     # PortHandler for the receiving side.
     def port_message(self, port: Port, payload: Payload, wakes: list[Any]) -> None:
@@ -121,6 +167,12 @@ class OneshotSender(Generic[T]):
             self._sent, self._core = True, None
             port.send_and_close(payload)
             return
+        slot = core.slot
+        if slot is not None:
+            payload = codec_for(core.tp).encode(value)
+            self._sent, self._core = True, None
+            slot.send(payload)
+            return
         self._sent, self._core = True, None
         with core.lock:
             if not core.receiver_alive or core.remote is not None:
@@ -141,6 +193,8 @@ class OneshotSender(Generic[T]):
             return True
         if core.remote is not None:
             return core.remote.is_closed()
+        if core.slot is not None:
+            return core.slot.is_closed()
         return not core.receiver_alive
 
     def close(self) -> None:
@@ -149,6 +203,9 @@ class OneshotSender(Generic[T]):
             return
         if core.remote is not None:
             core.remote.close()
+            return
+        if core.slot is not None:
+            core.slot.close()
             return
         with core.lock:
             if core.state is _St.WAITING and core.remote is None:
@@ -258,6 +315,8 @@ class OneshotReceiver(Generic[T]):
             value.discard()
         if port is not None:
             port.close()
+        if core.mux is not None:
+            core.mux.forget(core.call_id)
 
     def __del__(self) -> None:
         self.close()
@@ -285,6 +344,10 @@ def oneshot_sender_to_port(sender: OneshotSender[Any]) -> Port:
     sender._core = None
     if core.remote is not None:
         return core.remote
+    if core.slot is not None:  # an answer owed to another process: sent on
+        return core.slot.to_port()
+    if core.mux is not None:  # a call being built: see _rpc.call
+        return CallMarker(core)  # type: ignore[return-value]  # taken out before sending
     a, b = local_node().new_pair()
     with core.lock:
         attach = core.receiver_alive and core.remote is None and core.state is _St.WAITING
@@ -343,9 +406,12 @@ def oneshot_receiver_to_port(receiver: OneshotReceiver[Any]) -> Port:
     return recv
 
 
-def oneshot_sender_from_port(port: Port, tp: Any = object) -> OneshotSender[Any]:
+def oneshot_sender_from_port(port: Port | ReplySlot, tp: Any = object) -> OneshotSender[Any]:
     core = _Once(tp)
-    core.remote = port
+    if isinstance(port, ReplySlot):  # the answer to a call, owed on the stream it came by
+        core.slot = port
+    else:
+        core.remote = port
     core.receiver_alive = False
     return OneshotSender(core)
 

@@ -19,7 +19,10 @@ from typing import Any, Generic, TypeVar
 import msgspec
 
 from .._errors import RemoteError
-from ._oneshot import OneshotSender, oneshot, retype_oneshot
+from .._node import Port, local_node
+from .._wire import Payload
+from ._oneshot import OneshotSender, _Once, oneshot, retype_oneshot
+from ._reply import CallMarker, ReplyMux, call_head
 
 I = TypeVar("I")  # noqa: E741 - the api's name for an rpc's input type
 R = TypeVar("R")
@@ -124,6 +127,76 @@ def _reply_type(channel_type: Any, msg: Any, rpc: Any) -> Any:
     return object
 
 
+def _send_request(sender: Any, core: Any, msg: Any, rpc: Any, tx: OneshotSender[Any]) -> None:
+    """Send ``msg``; to a receiver elsewhere, as a call answered on its stream."""
+    remote = core.remote
+    if remote is None or not (msg is rpc or _holds(msg, rpc)):
+        sender.send(msg)
+        return
+    # A receiver in another process, and a message whose reply sender sits where
+    # the codec meets it directly: the answer comes back on the request's own
+    # port (see _reply), with no port made and moved for it.
+    replies = core.replies
+    if replies is None:
+        replies = _replies_for(core, remote)
+    once = tx._core
+    assert once is not None
+    call_id = replies.add(once)
+    if call_id is None:  # the port has ended: settle as its end would have
+        tx._core = None
+        replies.settle_unsent(once)
+        return
+    once.mux, once.call_id = replies, call_id
+    try:
+        payload = core.codec.encode(msg)
+    except BaseException:
+        once.mux = None
+        replies.forget(call_id)
+        raise
+    resources = payload.resources
+    if resources and type(resources[-1]) is CallMarker:
+        resources.pop()
+        data = call_head(len(resources), call_id) + payload.data
+        remote.send(Payload(data, resources))
+        return
+    # The reply sender is not the message's last resource (a field after the
+    # request holds an endpoint or fd): it gets a port of its own, as before.
+    for i, res in enumerate(resources):
+        if type(res) is CallMarker:
+            resources[i] = _own_port(once)
+    remote.send(payload)
+
+
+def _holds(msg: Any, rpc: Any) -> bool:
+    field = _rpc_field(type(msg), type(rpc))
+    return field is not None and getattr(msg, field[0], None) is rpc
+
+
+def _replies_for(core: Any, remote: Port) -> ReplyMux:
+    with core.lock:
+        replies: ReplyMux | None = core.replies
+        if replies is None:
+            replies = core.replies = ReplyMux(remote)
+            new = True
+        else:
+            new = False
+    if new:
+        remote.set_handler(replies)  # answers that came first wait in the port
+    return replies
+
+
+def _own_port(once: _Once) -> Port:
+    mux = once.mux
+    assert mux is not None
+    once.mux = None
+    mux.forget(once.call_id)
+    ours, theirs = local_node().new_pair()
+    with once.lock:
+        once.port = ours
+    ours.set_handler(once)
+    return theirs
+
+
 async def call(
     sender: Any,
     make: Callable[[Any], Any],
@@ -136,7 +209,7 @@ async def call(
     msg = make(rpc)
     core = sender._live_core()
     retype_oneshot(rx, reply_type or _reply_type(core.codec_type, msg, rpc))
-    sender.send(msg)
+    _send_request(sender, core, msg, rpc, tx)
     # Holding these while waiting would keep the reply sender alive here, so a
     # handler that drops the request could never close the call.
     del tx, rpc, msg
@@ -156,7 +229,7 @@ async def call_failable(
     core = sender._live_core()
     value_type = reply_type or _reply_type(core.codec_type, msg, rpc)
     retype_oneshot(rx, Ok[value_type] | Err)  # type: ignore[valid-type]  # built at run time
-    sender.send(msg)
+    _send_request(sender, core, msg, rpc, tx)
     del tx, rpc, msg  # as in call(): only the handler may keep the reply sender
     outcome = await rx
     if isinstance(outcome, Err):
