@@ -282,6 +282,59 @@ async def test_slot_referenced_as_a_port_is_refused() -> None:
     recv.close()
 
 
+class AskWithSender(msgspec.Struct):
+    rpc: wm.Rpc[int, int]
+    also: wm.Sender[int]
+
+
+class AskInAList(msgspec.Struct):
+    rpcs: list[wm.Rpc[int, int]]
+
+
+@aio
+async def test_reply_sender_followed_by_an_endpoint_gets_a_port_of_its_own() -> None:
+    send, recv = ported(AskWithSender)
+    side_send, side_recv = wm.channel(int)
+    task = asyncio.ensure_future(send.call(lambda rpc: AskWithSender(rpc, side_send), 3))
+    ask = await within(recv.recv())
+    assert ask.rpc.reply._core.slot is None  # the head is only for a last resource
+    ask.also.send(33)
+    ask.rpc.complete(30)
+    assert await within(task) == 30
+    assert await within(side_recv.recv()) == 33
+    assert waiting(send) == 0
+    for end in (send, recv, side_recv):
+        end.close()
+
+
+@aio
+async def test_reply_sender_inside_a_container_takes_the_general_path() -> None:
+    send, recv = ported(AskInAList)
+    task = asyncio.ensure_future(send.call(lambda rpc: AskInAList([rpc]), 4, reply_type=int))
+    ask = await within(recv.recv())
+    assert ask.rpcs[0].reply._core.slot is None
+    ask.rpcs[0].complete(40)
+    assert await within(task) == 40
+    send.close()
+    recv.close()
+
+
+@aio
+async def test_large_request_and_answer() -> None:
+    class Big(msgspec.Struct):
+        rpc: wm.Rpc[bytes, bytes]
+
+    send, recv = ported(Big)
+    blob = bytes(range(256)) * 512  # 128 KiB: the answer goes by reference
+    task = asyncio.ensure_future(send.call(Big, blob))
+    ask = await within(recv.recv())
+    assert ask.rpc.input == blob
+    ask.rpc.complete(ask.rpc.input[::-1])
+    assert await within(task) == blob[::-1]
+    send.close()
+    recv.close()
+
+
 def test_no_port_is_left_behind() -> None:
     async def main() -> None:
         send, recv = ported()

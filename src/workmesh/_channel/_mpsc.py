@@ -41,7 +41,7 @@ from .._errors import (
     PayloadError,
 )
 from .._node import Port, local_node
-from .._wire import Codec, Payload, RunPayload, codec_for
+from .._wire import Codec, Payload, RunPayload, SplicedPayload, codec_for
 from ._reply import CALL, Drain, ReplyMux, SlotHome, open_call, travelling
 from ._rpc import call as _call
 from ._rpc import call_failable as _call_failable
@@ -168,9 +168,11 @@ class _Core:
         else:
             # Anything else, a forged marker included, is decoded as data (and a
             # marker that is not a value of the channel's type reads as corruption).
-            data = payload.data
-            if data and data[0] == _MARK and bytes(data[:3]) == CALL:
-                self._open_call(port, payload)
+            # (A large value by reference is never a call: its data would be a copy.)
+            if type(payload) is not SplicedPayload:
+                data = payload.data
+                if data and data[0] == _MARK and bytes(data[:3]) == CALL:
+                    self._open_call(port, payload)
             item = _FromPort(port, payload)
         with self.lock:
             self.items.append(item)

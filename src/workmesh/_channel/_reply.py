@@ -79,7 +79,9 @@ class SlotHome:
 
     def __init__(self, port: Port) -> None:
         self.port = port
-        self.lock = threading.Lock()
+        # Re-entrant, as are the channels' locks: a finalizer (a dropped Rpc) may
+        # run on a thread that holds it, when an allocation here starts a collection.
+        self.lock = threading.RLock()
         self.live: set[ReplySlot] = set()
         self.closing = False  # the receiver closed: close the port after the last answer
 
@@ -274,7 +276,7 @@ class ReplyMux:
 
     def __init__(self, port: Port) -> None:
         self.port = port
-        self.lock = threading.Lock()
+        self.lock = threading.RLock()  # re-entrant: see SlotHome
         self.pending: dict[int, _Once] = {}
         self.next_id = 1
         self.ended = False
@@ -317,7 +319,10 @@ class ReplyMux:
 
     # PortHandler: runs under the node lock; settles a waiting call.
     def port_message(self, port: Port, payload: Payload, wakes: list[Any]) -> None:
-        data = payload.data
+        # A large answer by reference from this process keeps its pieces (the
+        # reply head is in front of the value's own head): no joined copy here.
+        spliced = type(payload) is SplicedPayload
+        data = payload.head if spliced else payload.data  # type: ignore[attr-defined]
         head = bytes(data[:3]) if len(data) >= _REPLY_SIZE else b""
         if head not in (REPLY, CLOSED, REHOME):
             error = NodeError(
@@ -337,7 +342,10 @@ class ReplyMux:
             wakes.append(payload.discard)
             return
         if head == REPLY:
-            payload.data = memoryview(data)[_REPLY_SIZE:]
+            if spliced:
+                payload.head = data[_REPLY_SIZE:]  # type: ignore[attr-defined]
+            else:
+                payload.data = memoryview(data)[_REPLY_SIZE:]
             once.settle_reply(payload, wakes)
         elif head == CLOSED:
             once.settle_reply(None, wakes)
