@@ -335,6 +335,24 @@ async def test_large_request_and_answer() -> None:
     recv.close()
 
 
+@aio
+async def test_a_sender_port_that_ends_leaves_no_table_behind() -> None:
+    first, recv = wm.channel(Ask)
+    recv = receiver_from_port(receiver_to_port(recv), Ask)
+    first.close()
+    for i in range(3):  # senders that come, call once, and go (clients)
+        send = recv.sender()
+        send = sender_from_port(sender_to_port(send), Ask)
+        task = call(send, i)
+        (await within(recv.recv())).rpc.complete(i)
+        assert await within(task) == i
+        send.close()
+    with pytest.raises(wm.ChannelClosed):
+        await within(recv.recv())  # every sender's end is taken in...
+    assert recv._core.homes == {}  # type: ignore[union-attr]  # ...with its table
+    recv.close()
+
+
 def test_no_port_is_left_behind() -> None:
     async def main() -> None:
         send, recv = ported()

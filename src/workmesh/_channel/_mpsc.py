@@ -411,6 +411,7 @@ class Receiver(Generic[T]):
     def _on_port_end(self, core: _Core, item: _PortEnd) -> None:
         with core.lock:
             core.ports.discard(item.port)
+            core.homes.pop(item.port, None)  # its calls' slots keep what they need
             error = core.corrupt.pop(item.port, None) or item.error
             last = not core.items and core.senders == 0 and not core.ports
         if error is None:
