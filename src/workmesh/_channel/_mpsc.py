@@ -579,24 +579,14 @@ class Receiver(Generic[T]):
         with core.lock:
             core.receiver_alive = False
             homes, core.homes = core.homes, {}
-            if homes:
-                ports = set(core.ports)
-        if homes:
-            # Answers are being worked on: their ports stay open for them, and
-            # nothing may reach this channel's queue meanwhile.
-            for port in ports:
-                port.remove_handler()
-        with core.lock:
-            items, core.items = core.items, deque()
-            ports, core.ports = core.ports, set()
-        _discard_items(items)
-        for port in ports:
-            home = homes.get(port)
-            if home is not None:
-                port.set_handler(Drain(home))
-                if home.close_when_answered():
-                    continue
-            port.close()
+        if not homes:
+            _close_receiving(core, homes)
+            return
+        node = local_node()
+        if node.in_operation():  # a finalizer inside a node operation: not in there
+            node.when_free(lambda: _close_receiving(core, homes))
+        else:
+            _close_receiving(core, homes)
 
     def __enter__(self) -> Receiver[T]:
         return self
@@ -612,6 +602,28 @@ class Receiver(Generic[T]):
 
     def __reduce__(self) -> NoReturn:
         raise TypeError("Receiver is not picklable; send it inside a workmesh message")
+
+
+def _close_receiving(core: _Core, homes: dict[Port, SlotHome]) -> None:
+    """A closed receiver's queue dropped and its ports closed -- except a port that
+    calls came on (``homes``) while answers to them are still being worked on:
+    that one stays open for them, refusing new requests (see _reply.Drain)."""
+    if homes:
+        with core.lock:
+            ports = list(core.ports)
+        for port in ports:
+            port.remove_handler()  # nothing may reach the dropped queue from here on
+    with core.lock:
+        items, core.items = core.items, deque()
+        ports_left, core.ports = core.ports, set()
+    _discard_items(items)
+    for port in ports_left:
+        home = homes.get(port)
+        if home is not None:
+            port.set_handler(Drain(home))
+            if home.close_when_answered():
+                continue
+        port.close()
 
 
 def _discard_items(items: deque[Any]) -> None:
