@@ -35,6 +35,10 @@ pytest: $(STAMP)
 $(CSTAMP): $(BUILD_INPUTS)
 	@test -x $(CPY) || $(PYTHON) -m venv $(CVENV)
 	$(CPY) -m pip install --quiet --disable-pip-version-check --upgrade pip
+	@# pip builds in ./build and keeps what is there: an extension left from an
+	@# earlier build (a module since taken off the compiled list) would be packaged
+	@# again, and clash with the new one at import.
+	rm -rf build
 	WORKMESH_COMPILE=1 $(CPY) -m pip install --quiet --disable-pip-version-check '.[dev]'
 	@touch $(CSTAMP)
 
@@ -60,6 +64,7 @@ bench: $(STAMP)
 	$(PY) -m workmesh bench
 
 bench-compiled: $(CSTAMP)
+	rm -rf build
 	WORKMESH_COMPILE=1 $(CPY) -m pip install --quiet --disable-pip-version-check '.[dev,bench]'
 	$(CPY) -m workmesh bench
 
