@@ -908,3 +908,17 @@ def test_async_for_stops_at_the_corrupt_message_of_a_run() -> None:
         return [value async for value in rx]
 
     assert asyncio.run(drain()) == [1, 2]
+
+
+@pytest.mark.parametrize("tp", [bytes, wm.Message])
+def test_large_bytes_by_reference_through_ports_in_one_process(tp: Any) -> None:
+    """A value sent by reference (see BY_REFERENCE) to a receiver in this process:
+    decoded from its pieces, in either build (compiled code once read the joined
+    encoding from a slot a spliced payload never sets)."""
+    send, recv = promoted(tp)
+    blob = bytes(range(256)) * 256  # 64 KiB
+    send.send(blob)
+    got = recv.try_recv()
+    assert (got.parse(bytes) if tp is wm.Message else got) == blob
+    send.close()
+    recv.close()

@@ -137,7 +137,7 @@ class Payload:
             res.close()
 
     def __repr__(self) -> str:
-        return f"Payload({len(self.data)} bytes, {len(self.resources)} resources)"
+        return f"Payload({len(encoding_of(self))} bytes, {len(self.resources)} resources)"
 
 
 # A top-level ``bytes`` value this large is encoded by reference: its msgpack
@@ -175,6 +175,15 @@ class SplicedPayload(Payload):
     @property
     def data(self) -> bytes:  # type: ignore[override]  # computed from the pieces stored
         return self.head + self.body
+
+
+def encoding_of(payload: Payload) -> Data:
+    """``payload.data``, for compiled code: there an attribute read skips the
+    property a :class:`SplicedPayload` computes it with (mypyc reads the base
+    class's slot, which a spliced payload never sets)."""
+    if type(payload) is SplicedPayload:
+        return payload.head + payload.body
+    return payload.data
 
 
 class Inbound:
@@ -513,19 +522,19 @@ class Codec:
     def decode(self, payload: Payload) -> Any:
         if self.type is Message:
             resources = [_travelling(res) for res in payload.take_resources()]
-            return Message._from_payload(Payload(payload.data, resources))
+            return Message._from_payload(Payload(encoding_of(payload), resources))
         if not payload.resources and _state.dec is _NO_RESOURCES:
             # Most messages carry no endpoint or fd: no context to set up or check
             # (about a third of the cost of receiving a small message).
             try:
-                return self._decoder.decode(payload.data)
+                return self._decoder.decode(encoding_of(payload))
             except (msgspec.DecodeError, ValueError, TypeError) as exc:
                 raise _decode_error(exc, self.type) from exc
         resources = payload.take_resources()
         ctx = _DecodeCtx(resources)
         outer, _state.dec = _state.dec, ctx
         try:
-            value = self._decoder.decode(payload.data)
+            value = self._decoder.decode(encoding_of(payload))
         except (msgspec.DecodeError, ValueError, TypeError) as exc:
             _close_all(ctx.made)
             _close_all(res for res, taken in zip(resources, ctx.taken, strict=True) if not taken)
@@ -633,7 +642,7 @@ class Message:
             self._value = Message._NOTHING
         payload = self._payload
         assert payload is not None
-        if payload.data == b"" and not payload.resources:
+        if not payload.resources and encoding_of(payload) == b"":
             raise PayloadError("this Message carried resources and was already parsed")
         if payload.resources:
             # Resources move into the parsed value, so this form cannot be parsed again.
@@ -671,7 +680,7 @@ class Message:
                 ctx.add(obj)
         else:
             assert self._payload is not None
-            data = self._payload.data
+            data = encoding_of(self._payload)
             for res in self._payload.resources:
                 ctx.add(_RawResource(res, self._payload))
         count = len(ctx.objs) - start
