@@ -3,14 +3,27 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+from collections import deque
+from collections.abc import AsyncIterator
 from typing import TypeVar
 
 import pytest
 
 import workmesh as wm
 
-from .helpers.workers import Collect, Collector, Counter, CounterParams, Incr
+from .helpers.aio import within
+from .helpers.workers import (
+    Collect,
+    Collector,
+    Counter,
+    CounterParams,
+    Incr,
+    RefusingTagger,
+    Tagged,
+    TaggedParams,
+)
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -173,3 +186,197 @@ def test_worker_process_killed_is_failed_with_exit_status() -> None:
             client.close()
 
     run(main())
+
+
+# ------------------------------------------------- a refused restart, calls in flight
+
+CALLERS = 4
+IN_FLIGHT = 8  # calls each caller keeps outstanding
+AFTER_REVERT = 150  # calls each caller starts once the restart is known to have failed
+Answer = tuple[str, int, int]  # (incarnation, tag, handled): see Tagged
+
+
+class Traffic:
+    """Calls started and answered so far, over all callers."""
+
+    def __init__(self) -> None:
+        self.started = 0
+        self.answered = 0
+
+
+async def tagged_call(client: wm.Sender[Tagged], tag: int, traffic: Traffic) -> Answer:
+    traffic.started += 1  # the call's first step, which sends it, runs right after
+    answer: Answer = await client.call(Tagged, tag)
+    traffic.answered += 1
+    return answer
+
+
+async def tagged_caller(
+    k: int,
+    client: wm.Sender[Tagged],
+    traffic: Traffic,
+    warm: asyncio.Event,
+    reverted: asyncio.Event,
+) -> list[tuple[int, Answer]]:
+    """Caller ``k``: calls with tags of its own, IN_FLIGHT at a time, without a pause
+    from before the restart until AFTER_REVERT calls have started after
+    ``reverted``; sets ``warm`` once it has an answer.  Returns (tag, answer) pairs
+    in the order the calls were made."""
+    window: deque[tuple[int, asyncio.Future[Answer]]] = deque()
+    answered: list[tuple[int, Answer]] = []
+    tag, after = k * 1_000_000, 0
+    while after < AFTER_REVERT:
+        after += reverted.is_set()
+        window.append((tag, asyncio.ensure_future(tagged_call(client, tag, traffic))))
+        tag += 1
+        if len(window) == IN_FLIGHT:
+            mine, call = window.popleft()
+            answered.append((mine, await call))
+            warm.set()
+    answered += [(mine, await call) for mine, call in window]
+    return answered
+
+
+@contextlib.asynccontextmanager
+async def two_hosts(
+    where: str, target_knows_worker: bool
+) -> AsyncIterator[tuple[wm.WorkerHost, wm.WorkerHost, wm.Mesh | None]]:
+    """A host to start the worker on and one to restart it onto (which may lack
+    it): runners on tasks here (workers on threads), or child processes."""
+    if where == "process":
+        async with wm.Mesh("test") as mesh:
+            first = await mesh.launch_host("first", imports=["tests.helpers.workers"])
+            target = await mesh.launch_host(
+                "second", imports=["tests.helpers.workers"] if target_knows_worker else []
+            )
+            yield first, target, mesh
+            first.close()
+            target.close()
+            exits = [c.wait() for c in mesh.children.values()]
+            assert await within(asyncio.gather(*exits)) == [0, 0]
+        return
+    first, first_runner = wm.worker_host()
+    target, target_runner = wm.worker_host()
+    workers = wm.RegisteredWorkers() if target_knows_worker else wm.runnable_workers()
+    runners = [
+        asyncio.create_task(first_runner.run(wm.RegisteredWorkers())),
+        asyncio.create_task(target_runner.run(workers)),
+    ]
+    try:
+        yield first, target, None
+    finally:
+        first.close()
+        target.close()
+        await within(asyncio.gather(*runners), 30)
+
+
+@pytest.mark.parametrize("where", ["thread", "process"])
+@pytest.mark.parametrize("how", ["refused", "unbuildable"])
+def test_refused_restart_reverts_with_calls_in_flight_losing_none(where: str, how: str) -> None:
+    """Four callers keep calls in flight to a worker while it is asked to restart onto
+    another host, and the restart fails there -- the old worker refuses to hand
+    over ("refused"), or the target host cannot build the worker ("unbuildable").
+    After RestartFailed the old worker keeps serving: every call made before,
+    during and after gets its own answer, from the old worker, counted once."""
+
+    async def main() -> None:
+        async with two_hosts(where, target_knows_worker=how == "refused") as hosts:
+            first, target, mesh = hosts
+            client, requests = wm.channel(Tagged)
+            handle = await first.launch_worker(RefusingTagger, TaggedParams(requests))
+            del requests
+            senders = [client.clone() for _ in range(CALLERS)]
+            callers: list[asyncio.Future[list[tuple[int, Answer]]]] = []
+            try:
+                await exercise(
+                    handle,
+                    target,
+                    mesh=mesh,
+                    client=client,
+                    senders=senders,
+                    callers=callers,
+                    how=how,
+                )
+            finally:
+                # Even when a check failed: the worker ends once its callers are gone.
+                for caller in callers:
+                    caller.cancel()
+                await asyncio.gather(*callers, return_exceptions=True)
+                for s in senders:
+                    s.close()
+                client.close()
+
+    run(main())
+
+
+async def exercise(
+    handle: wm.WorkerHandle,
+    target: wm.WorkerHost,
+    *,
+    mesh: wm.Mesh | None,
+    client: wm.Sender[Tagged],
+    senders: list[wm.Sender[Tagged]],
+    callers: list[asyncio.Future[list[tuple[int, Answer]]]],
+    how: str,
+) -> None:
+    incarnation, _, handled = await within(client.call(Tagged, 0))
+    assert handled == 1
+    if mesh is not None:
+        by_name = {c.name: c.pid for c in mesh.children.values()}
+        assert incarnation.startswith(f"{by_name['first']}/"), incarnation
+    traffic = Traffic()
+    warm = [asyncio.Event() for _ in senders]
+    reverted = asyncio.Event()
+    callers += [
+        asyncio.ensure_future(tagged_caller(k, s, traffic, w, reverted))
+        for k, (s, w) in enumerate(zip(senders, warm, strict=True), start=1)
+    ]
+    await within(asyncio.gather(*(w.wait() for w in warm)))
+    handle.restart(target)  # with every caller's window of calls out
+    in_flight_at_restart = traffic.started - traffic.answered
+    # Made before the test can have seen the outcome (the callers go on as well):
+    # calls made while the restart is under way.
+    during = [
+        (tag, asyncio.ensure_future(tagged_call(client, tag, traffic)))
+        for tag in range(1, IN_FLIGHT * CALLERS + 1)
+    ]
+    # Sent through the handle meanwhile: it waits in the new channel and follows
+    # the old worker back.
+    asked = asyncio.ensure_future(wm.inspect(handle, "incarnation", timeout=30))
+    event = await within(handle.next_event(), 30)
+    reverted.set()
+    assert isinstance(event, wm.RestartFailed), event
+    expected_error = (
+        "this worker does not move" if how == "refused" else "unsupported worker refusing-tagger"
+    )
+    assert expected_error in str(event.error)
+
+    per_caller = await within(asyncio.gather(*callers), 60)
+    per_caller.insert(0, [(tag, await within(call)) for tag, call in during])
+    assert in_flight_at_restart > 0, "no call was in flight when the restart began"
+    calls = [call for mine in per_caller for call in mine]
+    assert len(calls) == traffic.started == traffic.answered
+    misanswered = [(tag, answer) for tag, answer in calls if answer[1] != tag]
+    assert not misanswered, f"calls got answers not their own: {misanswered[:5]}"
+    strangers = {answer[0] for _tag, answer in calls} - {incarnation}
+    assert not strangers, f"answered by other than the old worker: {strangers}"
+    counts = sorted(answer[2] for _tag, answer in calls)
+    assert counts == list(range(2, len(calls) + 2)), "a call was lost or doubled"
+    for k, mine in enumerate(per_caller):
+        seen = [answer[2] for _tag, answer in mine]
+        assert seen == sorted(seen), f"caller {k}'s calls were reordered"
+
+    assert (await within(asked, 40)).to_dict() == incarnation
+    state = (await wm.inspect(handle, timeout=10)).to_dict()
+    assert isinstance(state, dict), state
+    assert state["incarnation"] == incarnation
+    assert state["handled"] == len(calls) + 1
+    assert state["tag_sum"] == sum(tag for tag, _answer in calls)
+    if how == "refused":
+        assert state["refused"] == 1
+        assert 1 < state["handled_at_refusal"] < state["handled"]
+    else:
+        assert state["refused"] == 0, "the old worker was asked for its state"
+
+    handle.stop()  # reaches the old worker through the bridge
+    assert [type(e).__name__ async for e in handle] == ["Stopped"]

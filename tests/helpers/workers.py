@@ -222,3 +222,79 @@ class Deaf(wm.Worker[Blank, Blank]):
             # Drop it now: the loop variable would otherwise keep the request (and
             # its reply sender) alive while waiting for the next one.
             del message
+
+
+class Tagged(msgspec.Struct):
+    """A call that must come back as its own: the answer echoes the tag, with who
+    answered (``incarnation``: pid and a token of that worker object) and how many
+    calls that worker had handled, this one included."""
+
+    rpc: wm.Rpc[int, tuple[str, int, int]]  # input: tag; reply: (incarnation, tag, handled)
+
+
+class TaggedParams(msgspec.Struct):
+    requests: wm.Receiver[Tagged]
+
+
+@wm.register_worker
+class RefusingTagger(wm.Worker[TaggedParams, TaggedParams]):
+    """Answers Tagged calls, and refuses every restart: on a Restart it first stops
+    taking calls (cancels its pending receive, as a worker about to hand over
+    would -- a cancelled receive loses nothing), then refuses and carries on."""
+
+    ID = wm.WorkerId("refusing-tagger")
+
+    def __init__(self, requests: wm.Receiver[Tagged]) -> None:
+        self.requests = requests
+        self.incarnation = f"{os.getpid()}/{os.urandom(6).hex()}"
+        self.handled = 0
+        self.tag_sum = 0
+        self.refused = 0
+        self.handled_at_refusal = -1
+
+    def __inspect__(self, req: wm.InspectRequest) -> None:
+        resp = req.respond()
+        resp.field("incarnation", self.incarnation).field("pid", os.getpid())
+        resp.field("handled", self.handled).field("tag_sum", self.tag_sum)
+        resp.field("refused", self.refused).field("handled_at_refusal", self.handled_at_refusal)
+
+    @classmethod
+    def new(cls, params: TaggedParams) -> RefusingTagger:
+        return cls(params.requests)
+
+    def answer(self, request: Tagged) -> None:
+        self.handled += 1
+        self.tag_sum += request.rpc.input
+        request.rpc.complete((self.incarnation, request.rpc.input, self.handled))
+
+    async def run(self, rpc: wm.Receiver[wm.WorkerRpc[TaggedParams]]) -> None:
+        app = asyncio.ensure_future(self.requests.recv())
+        ctl = asyncio.ensure_future(rpc.recv())
+        try:
+            while True:
+                done, _ = await asyncio.wait({app, ctl}, return_when=asyncio.FIRST_COMPLETED)
+                if app in done:
+                    self.answer(app.result())
+                    app = asyncio.ensure_future(self.requests.recv())
+                if ctl in done:
+                    match ctl.result():
+                        case wm.Stop():
+                            return
+                        case wm.Inspect(deferred=deferred):
+                            deferred.inspect(self)
+                        case wm.Restart() as restart:
+                            app.cancel()
+                            (taken,) = await asyncio.gather(app, return_exceptions=True)
+                            if isinstance(taken, Tagged):  # it was already received
+                                self.answer(taken)
+                            self.refused += 1
+                            self.handled_at_refusal = self.handled
+                            restart.fail(RuntimeError("this worker does not move"))
+                            app = asyncio.ensure_future(self.requests.recv())
+                    ctl = asyncio.ensure_future(rpc.recv())
+        except wm.ChannelClosed:
+            return
+        finally:
+            app.cancel()
+            ctl.cancel()
+            await asyncio.gather(app, ctl, return_exceptions=True)
