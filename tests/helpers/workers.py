@@ -55,11 +55,14 @@ async def serve(
     handle: Callable[[T], None],
     state: Callable[[], Any],
     inspected: object,
+    *,
+    refuse: Callable[[], BaseException] | None = None,
 ) -> None:
     """A test worker's loop: ``handle`` each request until Stop, or a Restart (which
     gets ``state()`` once the pending receive is cancelled -- a cancelled receive
     loses nothing), answering Inspect with ``inspected``; ends when ``requests``
-    closes."""
+    closes.  With ``refuse``, a Restart is refused instead (failed with what it
+    returns) after the same stop, and the loop carries on."""
     app = asyncio.ensure_future(requests.recv())
     ctl = asyncio.ensure_future(rpc.recv())
     try:
@@ -76,9 +79,14 @@ async def serve(
                         deferred.inspect(inspected)
                     case wm.Restart() as restart:
                         app.cancel()
-                        await asyncio.gather(app, return_exceptions=True)
-                        restart.complete(state())
-                        return
+                        (taken,) = await asyncio.gather(app, return_exceptions=True)
+                        if not isinstance(taken, BaseException):  # already received
+                            handle(taken)
+                        if refuse is None:
+                            restart.complete(state())
+                            return
+                        restart.fail(refuse())
+                        app = asyncio.ensure_future(requests.recv())
                 ctl = asyncio.ensure_future(rpc.recv())
     except wm.ChannelClosed:
         return
@@ -268,33 +276,9 @@ class RefusingTagger(wm.Worker[TaggedParams, TaggedParams]):
         request.rpc.complete((self.incarnation, request.rpc.input, self.handled))
 
     async def run(self, rpc: wm.Receiver[wm.WorkerRpc[TaggedParams]]) -> None:
-        app = asyncio.ensure_future(self.requests.recv())
-        ctl = asyncio.ensure_future(rpc.recv())
-        try:
-            while True:
-                done, _ = await asyncio.wait({app, ctl}, return_when=asyncio.FIRST_COMPLETED)
-                if app in done:
-                    self.answer(app.result())
-                    app = asyncio.ensure_future(self.requests.recv())
-                if ctl in done:
-                    match ctl.result():
-                        case wm.Stop():
-                            return
-                        case wm.Inspect(deferred=deferred):
-                            deferred.inspect(self)
-                        case wm.Restart() as restart:
-                            app.cancel()
-                            (taken,) = await asyncio.gather(app, return_exceptions=True)
-                            if isinstance(taken, Tagged):  # it was already received
-                                self.answer(taken)
-                            self.refused += 1
-                            self.handled_at_refusal = self.handled
-                            restart.fail(RuntimeError("this worker does not move"))
-                            app = asyncio.ensure_future(self.requests.recv())
-                    ctl = asyncio.ensure_future(rpc.recv())
-        except wm.ChannelClosed:
-            return
-        finally:
-            app.cancel()
-            ctl.cancel()
-            await asyncio.gather(app, ctl, return_exceptions=True)
+        def refuse() -> BaseException:
+            self.refused += 1
+            self.handled_at_refusal = self.handled
+            return RuntimeError("this worker does not move")
+
+        await serve(self.requests, rpc, self.answer, lambda: None, self, refuse=refuse)
