@@ -197,18 +197,24 @@ Answer = tuple[str, int, int]  # (incarnation, tag, handled): see Tagged
 
 
 class Traffic:
-    """Calls started and answered so far, over all callers."""
+    """Calls made and answered so far, over all callers."""
 
     def __init__(self) -> None:
-        self.started = 0
+        self.made = 0
         self.answered = 0
 
 
-async def tagged_call(client: wm.Sender[Tagged], tag: int, traffic: Traffic) -> Answer:
-    traffic.started += 1  # the call's first step, which sends it, runs right after
-    answer: Answer = await client.call(Tagged, tag)
-    traffic.answered += 1
-    return answer
+def tagged_call(client: wm.Sender[Tagged], tag: int, traffic: Traffic) -> asyncio.Future[Answer]:
+    """Make a call: counted as made now; its task sends it at its first step, on the
+    loop's next turn, before any answer can come back."""
+    traffic.made += 1
+
+    async def call() -> Answer:
+        answer: Answer = await client.call(Tagged, tag)
+        traffic.answered += 1
+        return answer
+
+    return asyncio.ensure_future(call())
 
 
 async def tagged_caller(
@@ -219,7 +225,7 @@ async def tagged_caller(
     reverted: asyncio.Event,
 ) -> list[tuple[int, Answer]]:
     """Caller ``k``: calls with tags of its own, IN_FLIGHT at a time, without a pause
-    from before the restart until AFTER_REVERT calls have started after
+    from before the restart until AFTER_REVERT calls have been made after
     ``reverted``; sets ``warm`` once it has an answer.  Returns (tag, answer) pairs
     in the order the calls were made."""
     window: deque[tuple[int, asyncio.Future[Answer]]] = deque()
@@ -227,7 +233,7 @@ async def tagged_caller(
     tag, after = k * 1_000_000, 0
     while after < AFTER_REVERT:
         after += reverted.is_set()
-        window.append((tag, asyncio.ensure_future(tagged_call(client, tag, traffic))))
+        window.append((tag, tagged_call(client, tag, traffic)))
         tag += 1
         if len(window) == IN_FLIGHT:
             mine, call = window.popleft()
@@ -332,14 +338,12 @@ async def exercise(
         for k, (s, w) in enumerate(zip(senders, warm, strict=True), start=1)
     ]
     await within(asyncio.gather(*(w.wait() for w in warm)))
-    handle.restart(target)  # with every caller's window of calls out
-    in_flight_at_restart = traffic.started - traffic.answered
-    # Made before the test can have seen the outcome (the callers go on as well):
-    # calls made while the restart is under way.
-    during = [
-        (tag, asyncio.ensure_future(tagged_call(client, tag, traffic)))
-        for tag in range(1, IN_FLIGHT * CALLERS + 1)
-    ]
+    handle.restart(target)
+    # Made in the same step as the restart request, nothing having run in between:
+    # these calls are in flight while the restart is under way, whatever the
+    # callers' windows hold at this moment (that is up to scheduling: under load,
+    # every call they made may already be answered, their next ones not yet made).
+    during = [(tag, tagged_call(client, tag, traffic)) for tag in range(1, IN_FLIGHT * CALLERS + 1)]
     # Sent through the handle meanwhile: it waits in the new channel and follows
     # the old worker back.
     asked = asyncio.ensure_future(wm.inspect(handle, "incarnation", timeout=30))
@@ -353,9 +357,8 @@ async def exercise(
 
     per_caller = await within(asyncio.gather(*callers), 60)
     per_caller.insert(0, [(tag, await within(call)) for tag, call in during])
-    assert in_flight_at_restart > 0, "no call was in flight when the restart began"
     calls = [call for mine in per_caller for call in mine]
-    assert len(calls) == traffic.started == traffic.answered
+    assert len(calls) == traffic.made == traffic.answered
     misanswered = [(tag, answer) for tag, answer in calls if answer[1] != tag]
     assert not misanswered, f"calls got answers not their own: {misanswered[:5]}"
     strangers = {answer[0] for _tag, answer in calls} - {incarnation}
