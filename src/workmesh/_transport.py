@@ -34,8 +34,11 @@ import asyncio
 import concurrent.futures
 import contextlib
 import logging
+import os
+import select
 import socket
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
@@ -71,6 +74,42 @@ MAX_IOV = 512  # below the kernel's IOV_MAX of 1024 buffers per sendmsg
 _FD_SIZE = array.array("i").itemsize
 _ANC_SIZE = socket.CMSG_SPACE(MAX_FDS_PER_SEND * _FD_SIZE)
 _SMALL_FRAME = 4096  # frames up to this size are copied behind their header
+
+
+# Spinning for an answer: see Connection._spin.  The budget comes from the
+# environment, in microseconds; 0 turns spinning off.
+SPIN_ENV = "WORKMESH_SPIN_US"
+SPIN_DEFAULT_US = 100
+SPIN_MAX_US = 10_000
+SPIN_BACKOFF_MAX = 64  # writes a run of failed spins may make without spinning
+
+
+def spin_budget_ns(value: str | None, cpus: int) -> int:
+    """The spin budget in ns from the environment's ``value`` (None: not set).
+
+    No spinning with fewer than two CPUs to run on: the spinner would hold the very
+    CPU its peer needs.  A value that is not a whole number of microseconds within
+    0..SPIN_MAX_US is reported and the default used.
+    """
+    us = SPIN_DEFAULT_US
+    if value is not None and value.strip():
+        try:
+            us = int(value)
+        except ValueError:
+            us = -1
+        if not 0 <= us <= SPIN_MAX_US:
+            log.warning(
+                "%s must be a whole number of microseconds from 0 to %d, got %r; using %d",
+                SPIN_ENV,
+                SPIN_MAX_US,
+                value,
+                SPIN_DEFAULT_US,
+            )
+            us = SPIN_DEFAULT_US
+    return us * 1000 if cpus >= 2 else 0
+
+
+SPIN_NS = spin_budget_ns(os.environ.get(SPIN_ENV), len(os.sched_getaffinity(0)))
 
 
 def _raise_buffers(sock: socket.socket) -> None:
@@ -224,6 +263,12 @@ class Connection:
         self._io_seen = 0  # _home_reads when the I/O thread last looked
         self._io_suspect = False  # data waited once already with no home progress
         self._io_pause: asyncio.TimerHandle | None = None
+        self._spin_due = False  # _spin is scheduled on the home loop
+        self._spin_skips = 0  # writes left to make without spinning (backing off)
+        self._spin_backoff = 0
+        self._probe: Any = None  # a poll object on the socket, made at the first spin
+        self.spins = 0  # diagnostics: spins begun, and those that found data
+        self.spin_reads = 0
         self.closed = False
         self.error: BaseException | None = None
 
@@ -379,6 +424,7 @@ class Connection:
             ):
                 self._burst_mark = self._home_reads
                 self._flush()
+                self._spin_soon(loop)
                 return
             if self._holding:  # the node says the held batch has grown: write it
                 self._holding = False
@@ -402,6 +448,59 @@ class Connection:
             else:
                 self._burst_ending = True
                 loop.call_soon(self._end_burst)
+        if self._home is loop:
+            self._spin_soon(loop)
+
+    # ----------------------------------------------------------------- spinning
+    # A frame written from the home loop is most often a request or an answer, and
+    # what comes back (the answer, the next request) usually follows within tens of
+    # microseconds.  Left alone, the loop would block in its selector and be woken by
+    # the kernel when it arrives -- which, when the peer runs on another CPU, costs
+    # more than the whole exchange: ~17 µs each way on the project's 2-CPU machine
+    # (a blocking socketpair ping-pong takes 42 µs across CPUs, 9 µs with both
+    # processes on one).  So, once the loop has nothing else ready, it polls this
+    # socket for up to SPIN_NS before letting the loop block, and reads what arrives
+    # at once.  Measured, a small call to a child: 77 -> 30 µs compiled, 100 -> 53
+    # µs pure, at the price of the waiting side's CPU while it spins.
+    #
+    # A spin that finds nothing backs off: the next 1, 3, 7 ... SPIN_BACKOFF_MAX
+    # writes do not spin, until one finds its answer in time.  So a link whose
+    # answers come slowly, or whose peer cannot run because the CPUs are taken,
+    # costs a spin now and then, not one per message.  The loop's other work waits
+    # for the spin: no longer than SPIN_NS, and never when callbacks are already
+    # ready (asyncio's loop says so; uvloop's does not, and gets the bound alone).
+
+    def _spin_soon(self, loop: asyncio.AbstractEventLoop) -> None:
+        """A frame just went out from the home loop ``loop``: spin for the answer?"""
+        if SPIN_NS == 0 or self._spin_due:
+            return
+        if self._spin_skips:
+            self._spin_skips -= 1
+            return
+        self._spin_due = True
+        loop.call_soon(self._spin, loop)
+
+    def _spin(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._spin_due = False
+        if self.closed or self._broken or self._home is not loop or not self._home_watching:
+            return
+        if getattr(loop, "_ready", None):  # asyncio's queue of ready callbacks
+            return
+        probe = self._probe
+        if probe is None:
+            probe = self._probe = select.poll()
+            probe.register(self.sock.fileno(), select.POLLIN)
+        self.spins += 1
+        clock = time.monotonic_ns
+        deadline = clock() + SPIN_NS
+        while not probe.poll(0):
+            if clock() >= deadline:
+                self._spin_backoff = min(2 * self._spin_backoff + 1, SPIN_BACKOFF_MAX)
+                self._spin_skips = self._spin_backoff
+                return
+        self.spin_reads += 1
+        self._spin_backoff = 0
+        self._home_readable()
 
     def _end_burst(self) -> None:
         """The sending loop finished the turn in which it wrote: write the rest."""

@@ -62,5 +62,8 @@ class ProcessView:
                 "closed": conn.closed,
                 "queued_segments": conn.queued_segments,
                 "read_on": conn.read_on,  # a thread's name: see Connection.adopt
+                # Spins for an answer begun, and those that found it (Connection._spin).
+                "spins": conn.spins,
+                "spin_reads": conn.spin_reads,
             }
             resp.child(node_name(peer), state)
