@@ -550,6 +550,8 @@ def test_a_child_reads_its_link_on_the_loop_of_the_asyncio_worker_it_serves() ->
                 tree = (await wm.inspect(mesh, timeout=5)).to_dict()
                 (child,) = tree["children"].values()
                 (link,) = child["process"]["connections"].values()
+                # How often the reading loop spun for an answer, and found it then.
+                assert 0 <= link["spin_reads"] <= link["spins"], link
                 reader: str = link["read_on"]
                 return reader
 
