@@ -601,6 +601,107 @@ def test_an_answer_that_comes_while_the_home_loop_spins_is_read_by_the_spin(
     pair.close()
 
 
+class SplittingRelay:
+    """Carries bytes between two sockets, both ways, each way on a thread of its
+    own; from ``a`` to ``b``, a read of more than SPLIT bytes is written in two
+    parts, the second a little after the first (a frame arriving in pieces)."""
+
+    SPLIT = 40 * 1024
+
+    def __init__(self, a: socket.socket, b: socket.socket) -> None:
+        self.splits = 0
+        self._pause = threading.Event()  # never set: waited on for its timeout
+        self._threads = [
+            threading.Thread(target=self._carry, args=(a, b, True)),
+            threading.Thread(target=self._carry, args=(b, a, False)),
+        ]
+        for thread in self._threads:
+            thread.start()
+
+    def _carry(self, src: socket.socket, dst: socket.socket, split: bool) -> None:
+        with contextlib.suppress(OSError):
+            while data := src.recv(1 << 20):
+                if split and len(data) > self.SPLIT:
+                    self.splits += 1
+                    dst.sendall(data[: self.SPLIT])
+                    # Long enough for the reader to take the first part alone.
+                    self._pause.wait(0.05)
+                    data = data[self.SPLIT :]
+                dst.sendall(data)
+        with contextlib.suppress(OSError):
+            dst.shutdown(socket.SHUT_WR)
+
+    def join(self) -> None:
+        for thread in self._threads:
+            thread.join(10)
+
+
+class BigEcho(Inbox):
+    """Answers every frame with 100 KiB."""
+
+    ANSWER = bytes(range(256)) * 400
+
+    def port_message(self, port: Port, payload: Payload, wakes: list[object]) -> None:
+        super().port_message(port, payload, wakes)
+        port.send(Payload(self.ANSWER))
+
+
+def test_a_spin_that_reads_part_of_a_frame_waits_for_the_rest(
+    io: IoLoop, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An answer that arrives in two parts is read whole within the spin: the
+    loop does not go back to its selector (to be woken for the rest) between."""
+    monkeypatch.setattr(transport, "HOME_GRACE", 60.0)
+    monkeypatch.setattr(transport, "SPIN_NS", 30 * 10**9)
+    a, b = LocalNode(), LocalNode()
+    sa, relay_a = socket.socketpair()
+    relay_b, sb = socket.socketpair()
+    relay = SplittingRelay(relay_a, relay_b)
+    ca = Connection(io, a, b.id, sa)
+    cb = Connection(io, b, a.id, sb)
+    io.call_sync(ca.start)
+    io.call_sync(cb.start)
+    ida, idb = new_port_id(), new_port_id()
+    pa = a.bootstrap_port(ida, (b.id, idb))
+    pb = b.bootstrap_port(idb, (a.id, ida))
+    pa.set_handler(BigEcho())
+    answers = ThreadInbox()
+    pb.set_handler(answers)
+    socket_events: list[int] = []
+
+    async def homed() -> None:
+        loop = asyncio.get_running_loop()
+        cb.adopt()
+        selector = loop._selector  # type: ignore[attr-defined]
+        select = selector.select
+
+        def watching(timeout: float | None = None) -> list[tuple[object, int]]:
+            events: list[tuple[object, int]] = select(timeout)
+            socket_events.extend(1 for key, _ in events if key.fd == sb.fileno())
+            return events
+
+        selector.select = watching
+        arrived: asyncio.Future[None] = loop.create_future()
+        answers.when_count(1, lambda: arrived.set_result(None))
+        pb.send(Payload(b"ask"))
+        await arrived
+        selector.select = select
+        cb.leave_home()
+
+    try:
+        asyncio.run(homed())
+    finally:
+        io.call_sync(lambda: ca.close(None))
+        io.call_sync(lambda: cb.close(None))
+        relay.join()  # each way ends with its source's end of stream
+        relay_a.close()
+        relay_b.close()
+    assert relay.splits >= 1  # the relay's reads may cut the answer more than once
+    assert [p.data for p in answers.items] == [BigEcho.ANSWER]
+    assert (cb.spins, cb.spin_reads) == (1, 1)
+    assert socket_events == [], "the loop was woken for the rest of the frame"
+
+
 def test_spins_that_find_nothing_back_off(io: IoLoop, monkeypatch: pytest.MonkeyPatch) -> None:
     """A peer that does not answer: the first write spins for its whole budget and
     finds nothing, then writes spin ever more rarely (after 1, 3, 7 ... writes)."""

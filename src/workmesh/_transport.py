@@ -500,17 +500,26 @@ class Connection:
         clock = time.monotonic_ns
         deadline = clock() + SPIN_NS
         polls = 0
-        while not probe.poll(0):
-            polls += 1
-            if polls % SPIN_YIELD_EVERY == 0:
-                os.sched_yield()
-            if clock() >= deadline:
-                self._spin_backoff = min(2 * self._spin_backoff + 1, SPIN_BACKOFF_MAX)
-                self._spin_skips = self._spin_backoff
+        found = False
+        while True:
+            while not probe.poll(0):
+                polls += 1
+                if polls % SPIN_YIELD_EVERY == 0:
+                    os.sched_yield()
+                if clock() >= deadline:
+                    if not found:
+                        self._spin_backoff = min(2 * self._spin_backoff + 1, SPIN_BACKOFF_MAX)
+                        self._spin_skips = self._spin_backoff
+                    return
+            if not found:
+                found = True
+                self.spin_reads += 1
+                self._spin_backoff = 0
+            self._home_readable()
+            # A large frame read in part: its rest is being written now, so keep
+            # polling for it rather than sleep until it has all come.
+            if not self._decoder.pending or self.closed or self._broken:
                 return
-        self.spin_reads += 1
-        self._spin_backoff = 0
-        self._home_readable()
 
     def _end_burst(self) -> None:
         """The sending loop finished the turn in which it wrote: write the rest."""
