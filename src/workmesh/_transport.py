@@ -486,9 +486,12 @@ class Connection:
         self._spin_due = True
         loop.call_soon(self._spin, loop)
 
+    def _may_spin(self, loop: asyncio.AbstractEventLoop) -> bool:
+        return not self.closed and not self._broken and self._home is loop and self._home_watching
+
     def _spin(self, loop: asyncio.AbstractEventLoop) -> None:
         self._spin_due = False
-        if self.closed or self._broken or self._home is not loop or not self._home_watching:
+        if not self._may_spin(loop):
             return
         if getattr(loop, "_ready", None):  # asyncio's queue of ready callbacks
             return
@@ -517,8 +520,9 @@ class Connection:
                 self._spin_backoff = 0
             self._home_readable()
             # A large frame read in part: its rest is being written now, so keep
-            # polling for it rather than sleep until it has all come.
-            if not self._decoder.pending or self.closed or self._broken:
+            # polling for it rather than sleep until it has all come -- unless what
+            # was read moved reading elsewhere or ended the connection.
+            if not self._decoder.pending or not self._may_spin(loop):
                 return
 
     def _end_burst(self) -> None:
