@@ -184,6 +184,45 @@ def test_failable_rpc_across_processes() -> None:
     run(main)
 
 
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="one CPU: nothing spins")
+def test_a_forked_child_spins_as_its_own_environment_says() -> None:
+    """WORKMESH_SPIN_US given to a warm child is the one it follows, though the
+    zygote it is forked from imported workmesh under the Mesh's environment."""
+
+    def parent_of(pid: int) -> int:
+        with open(f"/proc/{pid}/stat") as stat:
+            return int(stat.read().rpartition(")")[2].split()[1])
+
+    async def main() -> None:
+        base = {k: v for k, v in os.environ.items() if k != "WORKMESH_SPIN_US"}
+        spins: dict[str, int] = {}
+        forked: dict[str, bool] = {}
+        async with Mesh("test") as mesh:
+            # The first warm spawn starts cold while the zygote starts; the others fork.
+            for name, env in (
+                ("first", base),
+                ("off", {**base, "WORKMESH_SPIN_US": "0"}),
+                ("on", base),
+            ):
+                tx, rx = wm.channel(Calc)
+                child = await mesh.spawn(name, f"{CHILDREN}:calc_server", rx, warm=True, env=env)
+                del rx
+                forked[name] = parent_of(child.pid) != os.getpid()
+                for i in range(20):
+                    assert await within(tx.call_failable(Calc, i)) == 2 * i
+                tree = (await wm.inspect(mesh, timeout=5)).to_dict()
+                (link,) = tree["children"][f"{name}-{child.pid}"]["process"]["connections"].values()
+                spins[name] = link["spins"]  # the child's loop, after writing its answers
+                tx.close()
+                assert await within(child.wait()) == 0
+        assert forked == {"first": False, "off": True, "on": True}
+        assert spins["off"] == 0
+        assert spins["on"] >= 1
+        assert spins["first"] >= 1
+
+    run(main)
+
+
 def test_kill_9_fails_every_pending_receive() -> None:
     async def main() -> None:
         async with Mesh("test") as mesh:

@@ -114,7 +114,18 @@ def spin_budget_ns(value: str | None, cpus: int) -> int:
     return us * 1000 if cpus >= 2 else 0
 
 
-SPIN_NS = spin_budget_ns(os.environ.get(SPIN_ENV), len(os.sched_getaffinity(0)))
+SPIN_NS = 0
+
+
+def spin_from_environment() -> None:
+    """Set the spin budget from this process's environment as it is now: at import,
+    and again in a child forked from a zygote once it has taken on its own
+    environment (the zygote imported this module under the Mesh's)."""
+    global SPIN_NS  # noqa: PLW0603 - one process-wide setting, read from the environment
+    SPIN_NS = spin_budget_ns(os.environ.get(SPIN_ENV), len(os.sched_getaffinity(0)))
+
+
+spin_from_environment()
 
 
 def _raise_buffers(sock: socket.socket) -> None:

@@ -94,7 +94,7 @@ from typing import IO, Any, NoReturn, TypeVar
 
 import msgspec
 
-from .._transport import IoLoop
+from .._transport import IoLoop, spin_from_environment
 from ._protocol import Invitation
 
 log = logging.getLogger(__name__)
@@ -389,6 +389,7 @@ def _become_child(
         setup = _read_setup(sock_fd)
         os.environb.clear()
         os.environb.update(setup.environ)
+        spin_from_environment()  # read at import, under the zygote's environment
         os.chdir(setup.cwd)
         sys.argv = [_child.__file__ or "", setup.invitation.name]  # as in a cold child
         _child.run_invitation(msgspec.structs.replace(setup.invitation, fd=sock_fd))
