@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import array
 import asyncio
 import contextlib
+import fcntl
 import os
+import select
 import socket
+import termios
 import threading
+import time
 from collections.abc import Callable, Iterator
 
 import pytest
@@ -564,65 +569,220 @@ def test_on_its_home_loop_a_send_after_a_read_costs_no_extra_turn(
     pair.close()
 
 
-class SlowEcho(Inbox):
-    """Answers every frame after ANSWER_AFTER seconds, on the thread that delivers
-    it: a peer whose answers take that long (so that, even on a loaded machine, the
-    asking loop has come to its spin before the answer is there)."""
+# ----------------------------------------------------------------- spinning
+# The loop's own scheduling decides when a spin runs (next turn) and when the
+# selector would have seen an answer instead, so these tests drive the steps
+# themselves: where a test calls Connection._spin directly, it is the call the
+# loop would make next; uvloop's loop (which has no queue of ready callbacks for
+# the spin to defer to) runs the ones that go through the loop.
 
-    ANSWER_AFTER = 0.02
 
-    def __init__(self) -> None:
-        super().__init__()
-        self._never = threading.Event()
+def uvloop_runner() -> asyncio.Runner:
+    uvloop = pytest.importorskip("uvloop")
+    return asyncio.Runner(loop_factory=uvloop.new_event_loop)
+
+
+async def one_turn() -> None:
+    """Let the loop run once: what was scheduled before this runs before we go on."""
+    loop = asyncio.get_running_loop()
+    turn: asyncio.Future[None] = loop.create_future()
+    loop.call_soon(turn.set_result, None)
+    await turn
+
+
+def wait_readable(sock: socket.socket) -> None:
+    ready, _, _ = select.select([sock], [], [], 10)
+    assert ready, "nothing arrived within 10 s"
+
+
+def unread(sock: socket.socket) -> int:
+    count = array.array("i", [0])
+    fcntl.ioctl(sock.fileno(), termios.FIONREAD, count, True)
+    return count[0]
+
+
+class Echo(Inbox):
+    """Answers every frame at once, on the thread that delivers it."""
 
     def port_message(self, port: Port, payload: Payload, wakes: list[object]) -> None:
         super().port_message(port, payload, wakes)
-        self._never.wait(self.ANSWER_AFTER)
         port.send(Payload(b"answer to " + payload.data))
 
 
-def test_an_answer_that_comes_while_the_home_loop_spins_is_read_by_the_spin(
+def test_a_write_from_the_home_loop_makes_a_spin_due(
     io: IoLoop, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """After a write from the home loop, with nothing else ready, the loop polls the
-    socket for the answer and reads it itself, instead of blocking until woken."""
-    # An answer already waiting when the loop comes to spin is read as usual (the
-    # spin is passed over, its read callback being ready): hence a slow peer.
-    monkeypatch.setattr(transport, "HOME_GRACE", 60.0)  # every read at home
-    monkeypatch.setattr(transport, "SPIN_NS", 30 * 10**9)  # longer than any answer takes
+    """Unless spinning is off; a write held for the end of its turn spins after it."""
+    monkeypatch.setattr(transport, "HOME_GRACE", 60.0)
+    off, on = Pair(io), Pair(io)
+    for pair in (off, on):
+        pair.pa.set_handler(Inbox())
+    seen: list[tuple[bool, int]] = []  # (spin due right after the write, spins after)
+
+    async def homed() -> None:
+        for pair, budget in ((off, 0), (on, 10**6)):
+            monkeypatch.setattr(transport, "SPIN_NS", budget)
+            pair.cb.adopt()
+            pair.pb.send(Payload(b"first"))
+            due = pair.cb._spin_due
+            await one_turn()  # the spin, if due, has run (and found nothing)
+            seen.append((due, pair.cb.spins))
+            pair.cb._spin_skips = 0  # this test is not about backing off
+            pair.pb.send(Payload(b"held"))  # no read since the last write: a stream
+            due = pair.cb._spin_due  # held for the end of the turn, which writes it
+            await one_turn()  # and spins after it
+            seen.append((due, pair.cb.spins))
+            pair.cb.leave_home()
+
+    with uvloop_runner() as runner:
+        runner.run(homed())
+    assert seen == [(False, 0), (False, 0), (True, 1), (False, 2)]
+    off.close()
+    on.close()
+
+
+def test_no_spin_while_frames_wait_for_the_end_of_their_turn(
+    io: IoLoop, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two requests in one turn: the second is held for the turn's end, and the
+    loop does not spin for answers before it has gone (one spin, after it)."""
+    monkeypatch.setattr(transport, "HOME_GRACE", 60.0)
+    monkeypatch.setattr(transport, "SPIN_NS", 30 * 10**9)
     pair = Pair(io)
-    pair.pa.set_handler(SlowEcho())  # on a, read by the I/O thread
+    pair.pa.set_handler(Echo())
+    answers = ThreadInbox()
+    pair.pb.set_handler(answers)
+
+    async def homed() -> None:
+        loop = asyncio.get_running_loop()
+        pair.cb.adopt()
+        both: asyncio.Future[None] = loop.create_future()
+        answers.when_count(2, lambda: both.set_result(None))
+        pair.pb.send(Payload(b"1"))
+        pair.pb.send(Payload(b"2"))  # the same turn: held for its end
+        await both
+        pair.cb.leave_home()
+
+    with uvloop_runner() as runner:
+        runner.run(homed())
+    assert sorted(bytes(p.data) for p in answers.items) == [b"answer to 1", b"answer to 2"]
+    assert pair.cb.spins <= 1  # none if the loop had read both before its spin's turn
+    pair.close()
+
+
+def test_no_spin_once_the_loop_has_read_since_the_write(
+    io: IoLoop, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """If the loop's reader ran between the write and the spin's turn (the answer
+    came first), the spin is passed over instead of waiting for a second answer."""
+    monkeypatch.setattr(transport, "HOME_GRACE", 60.0)
+    monkeypatch.setattr(transport, "SPIN_NS", 30 * 10**9)
+    pair = Pair(io)
+    pair.pa.set_handler(Inbox())
+
+    async def homed() -> None:
+        pair.cb.adopt()
+        pair.pb.send(Payload(b"ask"))
+        assert pair.cb._spin_due
+        pair.cb._home_readable()  # as the loop's reader does when the socket is readable
+        await one_turn()  # the spin's turn
+        pair.cb.leave_home()
+
+    with uvloop_runner() as runner:
+        runner.run(homed())
+    assert (pair.cb.spins, pair.cb._spin_skips) == (0, 0)
+    pair.close()
+
+
+def test_a_spin_reads_the_answer_itself(io: IoLoop, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The answer is read and delivered by the spin, on the home loop, at once."""
+    monkeypatch.setattr(transport, "HOME_GRACE", 60.0)
+    monkeypatch.setattr(transport, "SPIN_NS", 30 * 10**9)
+    pair = Pair(io)
+    pair.pa.set_handler(Echo())  # on a, read by the I/O thread
     answers = ThreadInbox()  # on b, read on the home loop
     pair.pb.set_handler(answers)
 
     async def homed() -> None:
         loop = asyncio.get_running_loop()
         pair.cb.adopt()
+        for i in range(5):
+            pair.pb.send(Payload(b"%d" % i))  # a spin is due
+            wait_readable(pair.cb.sock)  # the answer is there, and nothing has read it
+            pair.cb._spin(loop)  # the spin's turn, come now
+            assert len(answers.items) == i + 1  # delivered within the spin
+            await one_turn()  # the scheduled call finds the answer read: passes over
+        pair.cb.leave_home()
+
+    with uvloop_runner() as runner:
+        runner.run(homed())
+    assert [p.data for p in answers.items] == [b"answer to %d" % i for i in range(5)]
+    assert set(answers.threads) == {threading.get_ident()}
+    assert (pair.cb.spins, pair.cb.spin_reads) == (5, 5)
+    pair.close()
+
+
+def test_spins_that_find_nothing_back_off(io: IoLoop, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A peer that does not answer: the first write spins for its whole budget and
+    finds nothing, then writes spin ever more rarely (after 1, 3, 7 ... writes)."""
+    monkeypatch.setattr(transport, "HOME_GRACE", 60.0)
+    monkeypatch.setattr(transport, "SPIN_NS", 10**6)  # 1 ms
+    pair = Pair(io)
+    inbox = Inbox()  # on a: takes everything, answers nothing
+    pair.pa.set_handler(inbox)
+    spun: list[int] = []
+
+    async def homed() -> None:
+        pair.cb.adopt()
         for i in range(20):
-            arrived: asyncio.Future[None] = loop.create_future()
-            answers.when_count(i + 1, lambda f=arrived: f.set_result(None))
             pair.pb.send(Payload(b"%d" % i))
-            await arrived
+            await one_turn()  # the spin, if one was due, has run
+            spun.append(pair.cb.spins)
+        pair.cb.leave_home()
+
+    with uvloop_runner() as runner:
+        runner.run(homed())
+    writes_that_spun = [i + 1 for i in range(20) if spun[i] > (spun[i - 1] if i else 0)]
+    assert writes_that_spun == [1, 3, 7, 15]
+    assert pair.cb.spin_reads == 0
+    assert [p.data for p in inbox.wait_for(20)] == [b"%d" % i for i in range(20)]
+    pair.close()
+
+
+def test_asyncio_loop_with_callbacks_ready_does_not_spin(
+    io: IoLoop, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On asyncio's loop a spin is passed over (not begun, no back-off) while other
+    callbacks are ready to run."""
+    monkeypatch.setattr(transport, "HOME_GRACE", 60.0)
+    monkeypatch.setattr(transport, "SPIN_NS", 30 * 10**9)
+    pair = Pair(io)
+    pair.pa.set_handler(Inbox())
+
+    async def homed() -> None:
+        pair.cb.adopt()
+        for i in range(5):
+            pair.pb.send(Payload(b"%d" % i))
+            await one_turn()  # its callback is ready when the spin's turn comes
         pair.cb.leave_home()
 
     asyncio.run(homed())
-    assert [p.data for p in answers.items] == [b"answer to %d" % i for i in range(20)]
-    assert set(answers.threads) == {threading.get_ident()}
-    # Every spin found its answer; a spin passed over is not counted.
-    assert pair.cb.spin_reads == pair.cb.spins >= 1, (pair.cb.spins, pair.cb.spin_reads)
+    assert pair.cb.spins == 0
+    assert pair.cb._spin_skips == 0
     pair.close()
 
 
 class SplittingRelay:
     """Carries bytes between two sockets, both ways, each way on a thread of its
-    own; from ``a`` to ``b``, a read of more than SPLIT bytes is written in two
-    parts, the second a little after the first (a frame arriving in pieces)."""
+    own.  From ``a`` to ``b``, a read of more than SPLIT bytes is written in two
+    parts: the second once the first has been read at the far end (``reader``),
+    so the reader sees a frame arrive in pieces."""
 
     SPLIT = 40 * 1024
 
-    def __init__(self, a: socket.socket, b: socket.socket) -> None:
+    def __init__(self, a: socket.socket, b: socket.socket, reader: socket.socket) -> None:
         self.splits = 0
-        self._pause = threading.Event()  # never set: waited on for its timeout
+        self._reader = reader
         self._threads = [
             threading.Thread(target=self._carry, args=(a, b, True)),
             threading.Thread(target=self._carry, args=(b, a, False)),
@@ -636,40 +796,44 @@ class SplittingRelay:
                 if split and len(data) > self.SPLIT:
                     self.splits += 1
                     dst.sendall(data[: self.SPLIT])
-                    # Long enough for the reader to take the first part alone.
-                    self._pause.wait(0.05)
+                    self._until_read()
                     data = data[self.SPLIT :]
                 dst.sendall(data)
         with contextlib.suppress(OSError):
             dst.shutdown(socket.SHUT_WR)
+
+    def _until_read(self) -> None:
+        """Until the reader has taken what waits in its socket (no event says so)."""
+        deadline = time.monotonic() + 10
+        while unread(self._reader) and time.monotonic() < deadline:
+            time.sleep(0.0005)  # polling a condition, with a deadline
 
     def join(self) -> None:
         for thread in self._threads:
             thread.join(10)
 
 
-class BigEcho(SlowEcho):
-    """Answers every frame with 100 KiB, as slowly as SlowEcho."""
+class BigEcho(Inbox):
+    """Answers every frame with 100 KiB."""
 
     ANSWER = bytes(range(256)) * 400
 
     def port_message(self, port: Port, payload: Payload, wakes: list[object]) -> None:
-        Inbox.port_message(self, port, payload, wakes)
-        self._never.wait(self.ANSWER_AFTER)
+        super().port_message(port, payload, wakes)
         port.send(Payload(self.ANSWER))
 
 
 def test_a_spin_that_reads_part_of_a_frame_waits_for_the_rest(
     io: IoLoop, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """An answer that arrives in two parts is read whole within the spin: the
-    loop does not go back to its selector (to be woken for the rest) between."""
+    """An answer that arrives in two parts -- the second only once the first has
+    been read -- is read whole within one spin, not left for the loop's selector."""
     monkeypatch.setattr(transport, "HOME_GRACE", 60.0)
     monkeypatch.setattr(transport, "SPIN_NS", 30 * 10**9)
     a, b = LocalNode(), LocalNode()
     sa, relay_a = socket.socketpair()
     relay_b, sb = socket.socketpair()
-    relay = SplittingRelay(relay_a, relay_b)
+    relay = SplittingRelay(relay_a, relay_b, reader=sb)
     ca = Connection(io, a, b.id, sa)
     cb = Connection(io, b, a.id, sb)
     io.call_sync(ca.start)
@@ -680,29 +844,20 @@ def test_a_spin_that_reads_part_of_a_frame_waits_for_the_rest(
     pa.set_handler(BigEcho())
     answers = ThreadInbox()
     pb.set_handler(answers)
-    socket_events: list[int] = []
 
     async def homed() -> None:
         loop = asyncio.get_running_loop()
         cb.adopt()
-        selector = loop._selector  # type: ignore[attr-defined]
-        select = selector.select
-
-        def watching(timeout: float | None = None) -> list[tuple[object, int]]:
-            events: list[tuple[object, int]] = select(timeout)
-            socket_events.extend(1 for key, _ in events if key.fd == sb.fileno())
-            return events
-
-        selector.select = watching
-        arrived: asyncio.Future[None] = loop.create_future()
-        answers.when_count(1, lambda: arrived.set_result(None))
-        pb.send(Payload(b"ask"))
-        await arrived
-        selector.select = select
+        pb.send(Payload(b"ask"))  # a spin is due
+        wait_readable(sb)  # the first part
+        cb._spin(loop)  # the spin's turn, come now
+        assert [p.data for p in answers.items] == [BigEcho.ANSWER]  # whole, within it
+        await one_turn()  # the scheduled call finds the answer read: passes over
         cb.leave_home()
 
     try:
-        asyncio.run(homed())
+        with uvloop_runner() as runner:
+            runner.run(homed())
     finally:
         io.call_sync(lambda: ca.close(None))
         io.call_sync(lambda: cb.close(None))
@@ -710,42 +865,7 @@ def test_a_spin_that_reads_part_of_a_frame_waits_for_the_rest(
         relay_a.close()
         relay_b.close()
     assert relay.splits >= 1  # the relay's reads may cut the answer more than once
-    assert [p.data for p in answers.items] == [BigEcho.ANSWER]
     assert (cb.spins, cb.spin_reads) == (1, 1)
-    assert socket_events == [], "the loop was woken for the rest of the frame"
-
-
-def test_spins_that_find_nothing_back_off(io: IoLoop, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A peer that does not answer: the first write spins for its whole budget and
-    finds nothing, then writes spin ever more rarely (after 1, 3, 7 ... writes)."""
-    monkeypatch.setattr(transport, "HOME_GRACE", 60.0)
-    monkeypatch.setattr(transport, "SPIN_NS", 10**6)  # 1 ms
-    pair = Pair(io)
-    inbox = Inbox()  # on a: takes everything, answers nothing
-    pair.pa.set_handler(inbox)
-
-    async def homed() -> None:
-        loop = asyncio.get_running_loop()
-        pair.cb.adopt()
-        pause = threading.Event()  # never set: waited on for its timeout
-
-        def arrived(count: int) -> None:
-            inbox.wait_for(count)
-            pause.wait(0.01)  # after the spin has begun, even on a loaded machine
-
-        for i in range(20):
-            pair.pb.send(Payload(b"%d" % i))
-            # Resumed through the loop's own wake-up, not this socket.
-            await loop.run_in_executor(None, arrived, i + 1)
-        pair.cb.leave_home()
-
-    asyncio.run(homed())
-    # Writes 1, 3, 7 and 15 may spin; a spin is passed over (not counted) when the
-    # loop already has a callback ready -- here, on a very slow turn, the executor's.
-    assert 1 <= pair.cb.spins <= 4, pair.cb.spins
-    assert pair.cb.spin_reads == 0
-    assert [p.data for p in inbox.items] == [b"%d" % i for i in range(20)]
-    pair.close()
 
 
 def test_the_spin_budget_from_the_environment(caplog: pytest.LogCaptureFixture) -> None:

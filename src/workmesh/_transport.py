@@ -282,6 +282,7 @@ class Connection:
         self._spin_due = False  # _spin is scheduled on the home loop
         self._spin_skips = 0  # writes left to make without spinning (backing off)
         self._spin_backoff = 0
+        self._spin_mark = 0  # _home_reads when the spin became due
         self._probe: Any = None  # a poll object on the socket, made at the first spin
         self.spins = 0  # diagnostics: spins begun, and those that found data
         self.spin_reads = 0
@@ -495,6 +496,7 @@ class Connection:
             self._spin_skips -= 1
             return
         self._spin_due = True
+        self._spin_mark = self._home_reads
         loop.call_soon(self._spin, loop)
 
     def _may_spin(self, loop: asyncio.AbstractEventLoop) -> bool:
@@ -505,6 +507,12 @@ class Connection:
         if not self._may_spin(loop):
             return
         if getattr(loop, "_ready", None):  # asyncio's queue of ready callbacks
+            return
+        if self._home_reads != self._spin_mark:
+            return  # the loop has read from the socket since the write: no need
+        if self._holding:
+            # Frames of this turn wait for its end (_end_burst, scheduled after this
+            # spin): an answer to them cannot come before they go.  That write spins.
             return
         probe = self._probe
         if probe is None:
@@ -538,10 +546,13 @@ class Connection:
 
     def _end_burst(self) -> None:
         """The sending loop finished the turn in which it wrote: write the rest."""
+        loop = self._burst_loop
         self._burst_loop = None
         self._burst_ending = False
         self._holding = False
         self._flush()
+        if loop is not None and self._home is loop:
+            self._spin_soon(loop)  # as after a lone write
 
     def _arm_backstop(self) -> None:
         if not self.closed:
