@@ -609,6 +609,16 @@ class Echo(Inbox):
         port.send(Payload(b"answer to " + payload.data))
 
 
+def spinning_pair(io: IoLoop, monkeypatch: pytest.MonkeyPatch, spin_ns: int, peer: Inbox) -> Pair:
+    """A Pair whose b end is to be read on a home loop (never by the I/O thread in
+    its place), spinning for up to ``spin_ns``; ``peer`` takes what reaches a."""
+    monkeypatch.setattr(transport, "HOME_GRACE", 60.0)
+    monkeypatch.setattr(transport, "SPIN_NS", spin_ns)
+    pair = Pair(io)
+    pair.pa.set_handler(peer)
+    return pair
+
+
 def test_a_write_from_the_home_loop_makes_a_spin_due(
     io: IoLoop, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -646,10 +656,7 @@ def test_no_spin_while_frames_wait_for_the_end_of_their_turn(
 ) -> None:
     """Two requests in one turn: the second is held for the turn's end, and the
     loop does not spin for answers before it has gone (one spin, after it)."""
-    monkeypatch.setattr(transport, "HOME_GRACE", 60.0)
-    monkeypatch.setattr(transport, "SPIN_NS", 30 * 10**9)
-    pair = Pair(io)
-    pair.pa.set_handler(Echo())
+    pair = spinning_pair(io, monkeypatch, 30 * 10**9, Echo())
     answers = ThreadInbox()
     pair.pb.set_handler(answers)
 
@@ -675,10 +682,7 @@ def test_no_spin_once_the_loop_has_read_since_the_write(
 ) -> None:
     """If the loop's reader ran between the write and the spin's turn (the answer
     came first), the spin is passed over instead of waiting for a second answer."""
-    monkeypatch.setattr(transport, "HOME_GRACE", 60.0)
-    monkeypatch.setattr(transport, "SPIN_NS", 30 * 10**9)
-    pair = Pair(io)
-    pair.pa.set_handler(Inbox())
+    pair = spinning_pair(io, monkeypatch, 30 * 10**9, Inbox())
 
     async def homed() -> None:
         pair.cb.adopt()
@@ -696,10 +700,7 @@ def test_no_spin_once_the_loop_has_read_since_the_write(
 
 def test_a_spin_reads_the_answer_itself(io: IoLoop, monkeypatch: pytest.MonkeyPatch) -> None:
     """The answer is read and delivered by the spin, on the home loop, at once."""
-    monkeypatch.setattr(transport, "HOME_GRACE", 60.0)
-    monkeypatch.setattr(transport, "SPIN_NS", 30 * 10**9)
-    pair = Pair(io)
-    pair.pa.set_handler(Echo())  # on a, read by the I/O thread
+    pair = spinning_pair(io, monkeypatch, 30 * 10**9, Echo())  # a: read by the I/O thread
     answers = ThreadInbox()  # on b, read on the home loop
     pair.pb.set_handler(answers)
 
@@ -725,11 +726,8 @@ def test_a_spin_reads_the_answer_itself(io: IoLoop, monkeypatch: pytest.MonkeyPa
 def test_spins_that_find_nothing_back_off(io: IoLoop, monkeypatch: pytest.MonkeyPatch) -> None:
     """A peer that does not answer: the first write spins for its whole budget and
     finds nothing, then writes spin ever more rarely (after 1, 3, 7 ... writes)."""
-    monkeypatch.setattr(transport, "HOME_GRACE", 60.0)
-    monkeypatch.setattr(transport, "SPIN_NS", 10**6)  # 1 ms
-    pair = Pair(io)
     inbox = Inbox()  # on a: takes everything, answers nothing
-    pair.pa.set_handler(inbox)
+    pair = spinning_pair(io, monkeypatch, 10**6, inbox)  # 1 ms
     spun: list[int] = []
 
     async def homed() -> None:
@@ -754,10 +752,7 @@ def test_asyncio_loop_with_callbacks_ready_does_not_spin(
 ) -> None:
     """On asyncio's loop a spin is passed over (not begun, no back-off) while other
     callbacks are ready to run."""
-    monkeypatch.setattr(transport, "HOME_GRACE", 60.0)
-    monkeypatch.setattr(transport, "SPIN_NS", 30 * 10**9)
-    pair = Pair(io)
-    pair.pa.set_handler(Inbox())
+    pair = spinning_pair(io, monkeypatch, 30 * 10**9, Inbox())
 
     async def homed() -> None:
         pair.cb.adopt()
