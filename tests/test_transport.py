@@ -582,14 +582,6 @@ def uvloop_runner() -> asyncio.Runner:
     return asyncio.Runner(loop_factory=uvloop.new_event_loop)
 
 
-async def one_turn() -> None:
-    """Let the loop run once: what was scheduled before this runs before we go on."""
-    loop = asyncio.get_running_loop()
-    turn: asyncio.Future[None] = loop.create_future()
-    loop.call_soon(turn.set_result, None)
-    await turn
-
-
 def wait_readable(sock: socket.socket) -> None:
     ready, _, _ = select.select([sock], [], [], 10)
     assert ready, "nothing arrived within 10 s"
@@ -635,12 +627,12 @@ def test_a_write_from_the_home_loop_makes_a_spin_due(
             pair.cb.adopt()
             pair.pb.send(Payload(b"first"))
             due = pair.cb._spin_due
-            await one_turn()  # the spin, if due, has run (and found nothing)
+            await a_turn()  # the spin, if due, has run (and found nothing)
             seen.append((due, pair.cb.spins))
             pair.cb._spin_skips = 0  # this test is not about backing off
             pair.pb.send(Payload(b"held"))  # no read since the last write: a stream
             due = pair.cb._spin_due  # held for the end of the turn, which writes it
-            await one_turn()  # and spins after it
+            await a_turn()  # and spins after it
             seen.append((due, pair.cb.spins))
             pair.cb.leave_home()
 
@@ -689,7 +681,7 @@ def test_no_spin_once_the_loop_has_read_since_the_write(
         pair.pb.send(Payload(b"ask"))
         assert pair.cb._spin_due
         pair.cb._home_readable()  # as the loop's reader does when the socket is readable
-        await one_turn()  # the spin's turn
+        await a_turn()  # the spin's turn
         pair.cb.leave_home()
 
     with uvloop_runner() as runner:
@@ -712,7 +704,7 @@ def test_a_spin_reads_the_answer_itself(io: IoLoop, monkeypatch: pytest.MonkeyPa
             wait_readable(pair.cb.sock)  # the answer is there, and nothing has read it
             pair.cb._spin(loop)  # the spin's turn, come now
             assert len(answers.items) == i + 1  # delivered within the spin
-            await one_turn()  # the scheduled call finds the answer read: passes over
+            await a_turn()  # the scheduled call finds the answer read: passes over
         pair.cb.leave_home()
 
     with uvloop_runner() as runner:
@@ -734,7 +726,7 @@ def test_spins_that_find_nothing_back_off(io: IoLoop, monkeypatch: pytest.Monkey
         pair.cb.adopt()
         for i in range(20):
             pair.pb.send(Payload(b"%d" % i))
-            await one_turn()  # the spin, if one was due, has run
+            await a_turn()  # the spin, if one was due, has run
             spun.append(pair.cb.spins)
         pair.cb.leave_home()
 
@@ -758,7 +750,7 @@ def test_asyncio_loop_with_callbacks_ready_does_not_spin(
         pair.cb.adopt()
         for i in range(5):
             pair.pb.send(Payload(b"%d" % i))
-            await one_turn()  # its callback is ready when the spin's turn comes
+            await a_turn()  # its callback is ready when the spin's turn comes
         pair.cb.leave_home()
 
     asyncio.run(homed())
@@ -847,7 +839,7 @@ def test_a_spin_that_reads_part_of_a_frame_waits_for_the_rest(
         wait_readable(sb)  # the first part
         cb._spin(loop)  # the spin's turn, come now
         assert [p.data for p in answers.items] == [BigEcho.ANSWER]  # whole, within it
-        await one_turn()  # the scheduled call finds the answer read: passes over
+        await a_turn()  # the scheduled call finds the answer read: passes over
         cb.leave_home()
 
     try:
