@@ -6,6 +6,7 @@ import array
 import asyncio
 import contextlib
 import fcntl
+import gc
 import os
 import select
 import socket
@@ -57,17 +58,31 @@ class Inbox:
 
 
 class Pair:
-    def __init__(self, io: IoLoop, secret: bytes = b"", limits: Limits | None = None) -> None:
+    """Two nodes joined by a socketpair; with ``reading=False`` b's side is not
+    serviced (nothing reads what a sends) until :meth:`start_reading`."""
+
+    def __init__(
+        self,
+        io: IoLoop,
+        secret: bytes = b"",
+        limits: Limits | None = None,
+        *,
+        reading: bool = True,
+    ) -> None:
         self.io = io
         self.a, self.b = LocalNode(), LocalNode()
         sa, sb = socket.socketpair()
         self.ca = Connection(io, self.a, self.b.id, sa, send_hello=secret, limits=limits)
         self.cb = Connection(io, self.b, self.a.id, sb, expect_hello=secret, limits=limits)
         io.call_sync(self.ca.start)
-        io.call_sync(self.cb.start)
+        if reading:
+            self.start_reading()
         ida, idb = new_port_id(), new_port_id()
         self.pa = self.a.bootstrap_port(ida, (self.b.id, idb))
         self.pb = self.b.bootstrap_port(idb, (self.a.id, ida))
+
+    def start_reading(self) -> None:
+        self.io.call_sync(self.cb.start)
 
     def close(self) -> None:
         self.io.call_sync(lambda: self.ca.close(None))
@@ -146,6 +161,58 @@ def test_descriptors_cross(io: IoLoop) -> None:
         fd.close()
         assert os.read(r, 10) == payload.data
         os.close(r)
+    pair.close()
+
+
+def test_frames_waiting_behind_a_full_socket_are_no_work_for_the_garbage_collector(
+    io: IoLoop,
+) -> None:
+    """A sender far ahead of its reader queues thousands of frames; what waits must
+    not be containers the collector walks at every collection (it did: a list and a
+    memoryview per piece, several pieces per frame)."""
+    pair = Pair(io, reading=False)
+    inbox = Inbox()
+    pair.pb.set_handler(inbox)
+    value = os.urandom(64 * 1024)
+    count = 300  # ~19 MiB: far more than the socket holds
+    for i in range(count):
+        pair.pa.send(SplicedPayload(value))  # three pieces, the value left in place
+        pair.pa.send(Payload(b"small %d" % i))
+    assert not pair.a.has_outbox(pair.b.id)  # the transport has taken every frame
+    assert pair.ca.queued_segments > count
+    tracked = [piece for piece in pair.ca._out if gc.is_tracked(piece)]
+    assert len(tracked) <= 1, tracked[:3]  # at most the rest of a piece written in part
+    pair.start_reading()
+    got = [p.data for p in inbox.wait_for(2 * count)]
+    big = SplicedPayload(value).data
+    assert got == [x for i in range(count) for x in (big, b"small %d" % i)]
+    pair.close()
+
+
+def test_descriptors_queued_behind_a_full_socket_go_with_their_frames(io: IoLoop) -> None:
+    """Descriptors that wait with their frames go out later, each with its own frame,
+    over more sendmsg calls than one (which carries at most MAX_FDS_PER_SEND)."""
+    pair = Pair(io, reading=False)
+    inbox = Inbox()
+    pair.pb.set_handler(inbox)
+    pair.pa.send(SplicedPayload(os.urandom(8 << 20)))  # fills the socket: the rest waits
+    count = transport.MAX_FDS_PER_SEND + 20
+    for i in range(count):
+        fd = os.memfd_create(f"frame-{i}")
+        os.write(fd, b"%d" % i)
+        pair.pa.send(Payload(b"%d" % i, [OwnedFd(fd)]))
+    assert pair.ca.queued_segments > count
+    pair.start_reading()
+    got = inbox.wait_for(1 + count)[1:]
+    try:
+        assert [p.data for p in got] == [b"%d" % i for i in range(count)]
+        for payload in got:
+            (fd,) = payload.resources
+            assert os.pread(fd.fileno(), 16, 0) == payload.data
+    finally:
+        for payload in got:
+            for fd in payload.resources:
+                fd.close()
     pair.close()
 
 
