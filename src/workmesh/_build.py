@@ -2,14 +2,14 @@
 
 workmesh is pure Python.  A build made with ``WORKMESH_COMPILE=1`` also compiles
 the modules named in :data:`COMPILED_MODULES` to C extensions with mypyc, from the
-same sources (they are kept within what mypyc compiles: fully typed, no
-monkey-patching of their classes, no generic public types).  Python imports an
+same sources (they are kept within what mypyc compiles: fully typed, annotations
+true at run time, no monkey-patching of their classes).  Python imports an
 extension module in preference to the source beside it, so one installed tree
 holds both and the extension wins.  These are the modules a message crosses on
 every hop -- the node's routing, the codec and framing, the transport's reads and
-writes, the waiters that wake a receiver -- where the interpreter's per-call
-overhead is the cost; the public typed endpoints (generic classes) and the frame
-types (msgspec Structs, in ``_frames``) stay Python either way.  See
+writes, the waiters that wake a receiver, a call's reply -- where the
+interpreter's per-call overhead is the cost; msgspec Structs (the frame types in
+``_frames``, ``Rpc``) and async generators (``_channel._mpsc``) stay Python.  See
 ``docs/adr/0005-optional-compiled-build.md``.
 
 ``setup.py`` reads :data:`COMPILED_MODULES` from this file without importing
@@ -27,6 +27,8 @@ COMPILED_MODULES: Final = (
     "workmesh._wire",
     "workmesh._node",
     "workmesh._channel._waiter",
+    "workmesh._channel._reply",
+    "workmesh._channel._oneshot",
     "workmesh._transport",
 )
 

@@ -52,7 +52,7 @@ register_resource_kind(
     ResourceKind(
         4,
         OneshotSender,
-        _oneshot.oneshot_sender_to_port,
+        _oneshot.take_oneshot_sender,
         lambda port, tp: _oneshot.oneshot_sender_from_port(port, _arg(tp)),
         lambda obj, tp: _oneshot.retype_oneshot(obj, _arg(tp)),
     )

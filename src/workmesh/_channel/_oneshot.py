@@ -174,6 +174,7 @@ class OneshotSender(Generic[T]):
             slot.send(payload)
             return
         self._sent, self._core = True, None
+        late_port: Port | None
         with core.lock:
             if not core.receiver_alive or core.remote is not None:
                 late_port = core.remote
@@ -207,6 +208,7 @@ class OneshotSender(Generic[T]):
         if core.slot is not None:
             core.slot.close()
             return
+        remote: Port | None
         with core.lock:
             if core.state is _St.WAITING and core.remote is None:
                 core.state = _St.CLOSED
@@ -338,6 +340,15 @@ def oneshot(tp: Any = object) -> tuple[OneshotSender[Any], OneshotReceiver[Any]]
 
 
 def oneshot_sender_to_port(sender: OneshotSender[Any]) -> Port:
+    """``sender`` as a port that can travel (used up)."""
+    taken = take_oneshot_sender(sender)
+    assert isinstance(taken, Port)  # only a call being built is taken as a marker
+    return taken
+
+
+def take_oneshot_sender(sender: OneshotSender[Any]) -> Port | CallMarker:
+    """Move ``sender``'s resource out of it to travel in a message: a port, or for the
+    reply sender of a call being built, a marker taken out before sending."""
     core = sender._core
     if core is None or sender._sent:
         raise RuntimeError("this OneshotSender was used up")
@@ -347,7 +358,7 @@ def oneshot_sender_to_port(sender: OneshotSender[Any]) -> Port:
     if core.slot is not None:  # an answer owed to another process: sent on
         return core.slot.to_port()
     if core.mux is not None:  # a call being built: see _rpc.call
-        return CallMarker(core)  # type: ignore[return-value]  # taken out before sending
+        return CallMarker(core)  # taken out of the message before it is sent
     a, b = local_node().new_pair()
     with core.lock:
         attach = core.receiver_alive and core.remote is None and core.state is _St.WAITING
