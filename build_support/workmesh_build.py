@@ -15,8 +15,10 @@ from setuptools import build_meta as _setuptools
 from setuptools.build_meta import *  # noqa: F403  (the backend's other hooks, unchanged)
 
 # mypyc compiles what mypy type-checks: the same mypy the project's check uses, and
-# msgspec for the types the compiled modules use from it.
-_MYPYC = ["mypy>=1.10", "msgspec>=0.18"]
+# msgspec for the types the compiled modules use from it.  1.18 at least: older
+# mypyc drops a compiled class's __del__ without a word (or runs it unsafely), and
+# compiled payloads, reply slots and oneshot senders give back what they hold in it.
+_MYPYC = ["mypy>=1.18", "msgspec>=0.18"]
 
 
 def _compiling() -> bool:
