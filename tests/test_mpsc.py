@@ -9,6 +9,7 @@ The first block ports mesh_channel_core::mpsc and mesh_channel's tests by name.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -656,6 +657,32 @@ def test_async_for_ends_quietly_on_failure(arun: Run) -> None:
         assert chan.receiver.is_terminated()
 
     arun(main())
+
+
+@pytest.mark.parametrize("kind", ["local", "port"])
+def test_async_for_cancelled_while_waiting_loses_nothing(arun: Run, kind: str) -> None:
+    async def main() -> list[int]:
+        sender, receiver = make_channel(kind, int)
+        got: list[int] = []
+        first = asyncio.Event()
+
+        async def iterate() -> None:
+            async for value in receiver:
+                got.append(value)
+                first.set()
+
+        task = asyncio.create_task(iterate())
+        sender.send(1)
+        await first.wait()  # the iteration has gone on to wait for the next message
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        assert task.cancelled()
+        sender.send(2)
+        sender.close()
+        return got + [value async for value in receiver]
+
+    assert arun(main()) == [1, 2]
 
 
 def test_for_ends_quietly_on_failure() -> None:

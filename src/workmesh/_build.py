@@ -7,9 +7,9 @@ true at run time, no monkey-patching of their classes).  Python imports an
 extension module in preference to the source beside it, so one installed tree
 holds both and the extension wins.  These are the modules a message crosses on
 every hop -- the node's routing, the codec and framing, the transport's reads and
-writes, the waiters that wake a receiver, a call's reply -- where the
-interpreter's per-call overhead is the cost; msgspec Structs (the frame types in
-``_frames``, ``Rpc``) and async generators (``_channel._mpsc``) stay Python.  See
+writes, channels' ends and the waiters that wake a receiver, a call's reply --
+where the interpreter's per-call overhead is the cost; msgspec Structs (the frame
+types in ``_frames``, ``Rpc``) stay Python.  See
 ``docs/adr/0005-optional-compiled-build.md``.
 
 ``setup.py`` reads :data:`COMPILED_MODULES` from this file without importing
@@ -29,6 +29,7 @@ COMPILED_MODULES: Final = (
     "workmesh._channel._waiter",
     "workmesh._channel._reply",
     "workmesh._channel._oneshot",
+    "workmesh._channel._mpsc",
     "workmesh._transport",
 )
 

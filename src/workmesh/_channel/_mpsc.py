@@ -28,7 +28,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable, Iterator
 from time import monotonic as _monotonic
 from typing import Any, Final, Generic, NoReturn, TypeVar, cast
 
@@ -483,65 +483,8 @@ class Receiver(Generic[T]):
             if core.waiter is waiter:
                 core.waiter = None
 
-    def __aiter__(self) -> AsyncIterator[T]:
-        return self._aiter()
-
-    async def _aiter(self) -> AsyncIterator[T]:
-        while True:
-            try:
-                # What is queued already is taken without a recv() coroutine each,
-                # and a message from a port decoded here: the steps of _take and
-                # _ready, inline (about a fifth of a streamed message's cost on the
-                # receiving side).  Only an empty queue waits, in recv().
-                core = self._live_core()
-                with core.lock:
-                    items = core.items
-                    if not items:
-                        item = _EMPTY
-                    elif type(items[0]) is _FromRun:
-                        # A message of a run, decoded from its encoding: no item
-                        # or payload object of its own (see RunPayload).
-                        run = items[0]
-                        data = run.datas[run.next]
-                        run.next += 1
-                        if run.next == len(run.datas):
-                            items.popleft()
-                        item = run
-                    else:
-                        item = items.popleft()
-                if item is _EMPTY:
-                    yield await self.recv()
-                    continue
-                if type(item) is _FromRun:
-                    if core.corrupt:
-                        value = self._ready(core, _FromPort(item.port, Payload(data, [])))
-                    else:
-                        codec = core._codec
-                        if codec is None:
-                            codec = core.codec
-                        try:
-                            value = codec.decode_data(data)
-                        except PayloadError as exc:
-                            value = self._corrupt(
-                                core, _FromPort(item.port, Payload(data, [])), exc
-                            )
-                elif type(item) is _FromPort and not core.corrupt:
-                    codec = core._codec
-                    if codec is None:
-                        codec = core.codec
-                    try:
-                        value = codec.decode(item.payload)
-                    except PayloadError as exc:
-                        value = self._corrupt(core, item, exc)
-                else:
-                    value = self._ready(core, item)
-                if value is not _EMPTY:
-                    yield value
-            except ChannelClosed:
-                return
-            except ChannelFailed as exc:
-                log.info("channel iteration ended by failure: %s", exc)
-                return
+    def __aiter__(self) -> _Messages[T]:
+        return _Messages(self)
 
     def __iter__(self) -> Iterator[T]:
         while True:
@@ -602,6 +545,79 @@ class Receiver(Generic[T]):
 
     def __reduce__(self) -> NoReturn:
         raise TypeError("Receiver is not picklable; send it inside a workmesh message")
+
+
+class _Messages(Generic[T]):
+    """``async for`` over a :class:`Receiver`: each step takes the next message, and
+    the iteration ends when the channel closes or fails.
+
+    A class rather than an async generator, which mypyc cannot compile.
+    """
+
+    __slots__ = ("_receiver",)
+
+    def __init__(self, receiver: Receiver[T]) -> None:
+        self._receiver = receiver
+
+    def __aiter__(self) -> _Messages[T]:
+        return self
+
+    async def __anext__(self) -> T:
+        receiver = self._receiver
+        while True:
+            try:
+                # What is queued already is taken without a recv() coroutine each,
+                # and a message from a port decoded here: the steps of _take and
+                # _ready, inline (about a fifth of a streamed message's cost on the
+                # receiving side).  Only an empty queue waits, in recv().
+                core = receiver._live_core()
+                with core.lock:
+                    items = core.items
+                    if not items:
+                        item = _EMPTY
+                    elif type(items[0]) is _FromRun:
+                        # A message of a run, decoded from its encoding: no item
+                        # or payload object of its own (see RunPayload).
+                        run = items[0]
+                        data = run.datas[run.next]
+                        run.next += 1
+                        if run.next == len(run.datas):
+                            items.popleft()
+                        item = run
+                    else:
+                        item = items.popleft()
+                if item is _EMPTY:
+                    return await receiver.recv()
+                if type(item) is _FromRun:
+                    if core.corrupt:
+                        value = receiver._ready(core, _FromPort(item.port, Payload(data, [])))
+                    else:
+                        codec = core._codec
+                        if codec is None:
+                            codec = core.codec
+                        try:
+                            value = codec.decode_data(data)
+                        except PayloadError as exc:
+                            value = receiver._corrupt(
+                                core, _FromPort(item.port, Payload(data, [])), exc
+                            )
+                elif type(item) is _FromPort and not core.corrupt:
+                    codec = core._codec
+                    if codec is None:
+                        codec = core.codec
+                    try:
+                        value = codec.decode(item.payload)
+                    except PayloadError as exc:
+                        value = receiver._corrupt(core, item, exc)
+                else:
+                    value = receiver._ready(core, item)
+                if value is not _EMPTY:
+                    return cast(T, value)
+            except ChannelClosed:
+                raise StopAsyncIteration from None
+            except ChannelFailed as exc:
+                log.info("channel iteration ended by failure: %s", exc)
+                raise StopAsyncIteration from None
 
 
 def _close_receiving(core: _Core, homes: dict[Port, SlotHome]) -> None:
