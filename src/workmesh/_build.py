@@ -7,7 +7,7 @@ true at run time, no monkey-patching of their classes).  Python imports an
 extension module in preference to the source beside it, so one installed tree
 holds both and the extension wins.  These are the modules a message crosses on
 every hop -- the node's routing, the codec and framing, the transport's reads and
-writes, channels' ends and the waiters that wake a receiver, a call's reply --
+writes, channels' ends and the waiters that wake a receiver, calls and replies --
 where the interpreter's per-call overhead is the cost; msgspec Structs (the frame
 types in ``_frames``, ``Rpc``) stay Python.  See
 ``docs/adr/0005-optional-compiled-build.md``.
@@ -30,6 +30,7 @@ COMPILED_MODULES: Final = (
     "workmesh._channel._reply",
     "workmesh._channel._oneshot",
     "workmesh._channel._mpsc",
+    "workmesh._channel._calls",
     "workmesh._transport",
 )
 

@@ -42,9 +42,9 @@ from .._errors import (
 )
 from .._node import Port, local_node
 from .._wire import Codec, Payload, RunPayload, SplicedPayload, codec_for
+from ._calls import call as _call
+from ._calls import call_failable as _call_failable
 from ._reply import CALL, Drain, ReplyMux, SlotHome, open_call, travelling
-from ._rpc import call as _call
-from ._rpc import call_failable as _call_failable
 from ._waiter import AsyncWaiter, ThreadWaiter, Waiter
 
 log = logging.getLogger(__name__)

@@ -357,7 +357,7 @@ def take_oneshot_sender(sender: OneshotSender[Any]) -> Port | CallMarker:
         return core.remote
     if core.slot is not None:  # an answer owed to another process: sent on
         return core.slot.to_port()
-    if core.mux is not None:  # a call being built: see _rpc.call
+    if core.mux is not None:  # a call being built: see _calls.call
         return CallMarker(core)  # taken out of the message before it is sent
     a, b = local_node().new_pair()
     with core.lock:

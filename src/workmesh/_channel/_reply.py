@@ -389,7 +389,7 @@ class ReplyMux:
 
 class CallMarker:
     """What a call's reply sender encodes to while the call is being built: taken
-    out of the message again before it is sent (see ``_rpc.call``)."""
+    out of the message again before it is sent (see ``_calls.call``)."""
 
     __slots__ = ("once",)
 

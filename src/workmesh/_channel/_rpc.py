@@ -3,10 +3,7 @@
 An ``Rpc[I, R]`` is an input plus the ``OneshotSender[R]`` its answer goes back
 on.  Both are msgspec Structs, so a request can sit anywhere inside a message and
 cross processes.  ``Sender.call(make, input)`` builds the oneshot, sends
-``make(rpc)`` and awaits the answer.  To decode an answer that comes back from
-another process the caller must know ``R``: it is read from the declared type of
-the field that holds the rpc in the message (or of the channel itself, when the
-message *is* the rpc), and can be given explicitly with ``reply_type=``.
+``make(rpc)`` and awaits the answer (see :mod:`._calls`).
 """
 
 from __future__ import annotations
@@ -14,15 +11,12 @@ from __future__ import annotations
 import inspect
 import typing
 from collections.abc import Awaitable, Callable
-from typing import Any, Generic, TypeVar
+from typing import Generic, TypeVar
 
 import msgspec
 
 from .._errors import RemoteError
-from .._node import Port, local_node
-from .._wire import Payload
-from ._oneshot import OneshotSender, _Once, oneshot, retype_oneshot
-from ._reply import CallMarker, ReplyMux, call_head
+from ._oneshot import OneshotSender
 
 I = TypeVar("I")  # noqa: E741 - the api's name for an rpc's input type
 R = TypeVar("R")
@@ -93,145 +87,3 @@ class FailableRpc(msgspec.Struct, Generic[I, R], array_like=True):
             self.fail(exc)
         else:
             self.complete(result)
-
-
-_field_cache: dict[tuple[type[Any], type[Any]], tuple[str, Any] | None] = {}
-
-
-def _rpc_field(msg_type: type[Any], rpc_cls: type[Any]) -> tuple[str, Any] | None:
-    """The (field name, reply type) of the one field of ``msg_type`` that holds an rpc."""
-    key = (msg_type, rpc_cls)
-    if key not in _field_cache:
-        found = None
-        try:
-            hints = typing.get_type_hints(msg_type)
-        except Exception:
-            hints = {}
-        for name, hint in hints.items():
-            if typing.get_origin(hint) is rpc_cls:
-                found = (name, typing.get_args(hint)[1])
-                break
-        _field_cache[key] = found
-    return _field_cache[key]
-
-
-def _reply_type(channel_type: Any, msg: Any, rpc: Any) -> Any:
-    rpc_cls = type(rpc)
-    if msg is rpc:
-        if typing.get_origin(channel_type) is rpc_cls:
-            return typing.get_args(channel_type)[1]
-        return object
-    field = _rpc_field(type(msg), rpc_cls)
-    if field is not None and getattr(msg, field[0], None) is rpc:
-        return field[1]
-    return object
-
-
-def _send_request(sender: Any, core: Any, msg: Any, rpc: Any, tx: OneshotSender[Any]) -> None:
-    """Send ``msg``; to a receiver elsewhere, as a call answered on its stream."""
-    remote = core.remote
-    if remote is None or not (msg is rpc or _holds(msg, rpc)):
-        sender.send(msg)
-        return
-    # A receiver in another process, and a message whose reply sender sits where
-    # the codec meets it directly: the answer comes back on the request's own
-    # port (see _reply), with no port made and moved for it.
-    replies = core.replies
-    if replies is None:
-        replies = _replies_for(core, remote)
-    once = tx._core
-    assert once is not None
-    call_id = replies.add(once)
-    if call_id is None:  # the port has ended: settle as its end would have
-        tx._core = None
-        replies.settle_unsent(once)
-        return
-    once.mux, once.call_id = replies, call_id
-    try:
-        payload = core.codec.encode(msg)
-    except BaseException:
-        once.mux = None
-        replies.forget(call_id)
-        raise
-    resources = payload.resources
-    if resources and type(resources[-1]) is CallMarker:
-        resources.pop()
-        data = call_head(len(resources), call_id) + payload.data
-        remote.send(Payload(data, resources))
-        return
-    # The reply sender is not the message's last resource (a field after the
-    # request holds an endpoint or fd): it gets a port of its own, as before.
-    for i, res in enumerate(resources):
-        if type(res) is CallMarker:
-            resources[i] = _own_port(once)
-    remote.send(payload)
-
-
-def _holds(msg: Any, rpc: Any) -> bool:
-    field = _rpc_field(type(msg), type(rpc))
-    return field is not None and getattr(msg, field[0], None) is rpc
-
-
-def _replies_for(core: Any, remote: Port) -> ReplyMux:
-    with core.lock:
-        replies: ReplyMux | None = core.replies
-        if replies is None:
-            replies = core.replies = ReplyMux(remote)
-            new = True
-        else:
-            new = False
-    if new:
-        remote.set_handler(replies)  # answers that came first wait in the port
-    return replies
-
-
-def _own_port(once: _Once) -> Port:
-    mux = once.mux
-    assert mux is not None
-    once.mux = None
-    mux.forget(once.call_id)
-    ours, theirs = local_node().new_pair()
-    with once.lock:
-        once.port = ours
-    ours.set_handler(once)
-    return theirs
-
-
-async def call(
-    sender: Any,
-    make: Callable[[Any], Any],
-    input: Any,
-    *,
-    reply_type: Any = None,
-) -> Any:
-    tx, rx = oneshot()
-    rpc = Rpc(input, tx)
-    msg = make(rpc)
-    core = sender._live_core()
-    retype_oneshot(rx, reply_type or _reply_type(core.codec_type, msg, rpc))
-    _send_request(sender, core, msg, rpc, tx)
-    # Holding these while waiting would keep the reply sender alive here, so a
-    # handler that drops the request could never close the call.
-    del tx, rpc, msg
-    return await rx
-
-
-async def call_failable(
-    sender: Any,
-    make: Callable[[Any], Any],
-    input: Any,
-    *,
-    reply_type: Any = None,
-) -> Any:
-    tx, rx = oneshot()
-    rpc = FailableRpc(input, tx)
-    msg = make(rpc)
-    core = sender._live_core()
-    value_type = reply_type or _reply_type(core.codec_type, msg, rpc)
-    retype_oneshot(rx, Ok[value_type] | Err)  # type: ignore[valid-type]  # built at run time
-    _send_request(sender, core, msg, rpc, tx)
-    del tx, rpc, msg  # as in call(): only the handler may keep the reply sender
-    outcome = await rx
-    if isinstance(outcome, Err):
-        raise outcome.error
-    return outcome.value
