@@ -75,7 +75,7 @@ _FD_SIZE = array.array("i").itemsize
 _ANC_SIZE = socket.CMSG_SPACE(MAX_FDS_PER_SEND * _FD_SIZE)
 _SMALL_FRAME = 4096  # frames up to this size are copied behind their header
 # A piece of a frame waiting to be written; see Connection._out.
-_Buffer = bytes | bytearray | memoryview
+_Buffer = bytes | memoryview  # memoryview: the unwritten rest of a piece written in part
 _Piece = _Buffer | tuple[bytes, list[OwnedFd]]
 
 
