@@ -28,7 +28,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from time import monotonic as _monotonic
 from typing import Any, Final, Generic, NoReturn, TypeVar, cast
 
@@ -483,7 +483,7 @@ class Receiver(Generic[T]):
             if core.waiter is waiter:
                 core.waiter = None
 
-    def __aiter__(self) -> _Messages[T]:
+    def __aiter__(self) -> AsyncIterator[T]:
         return _Messages(self)
 
     def __iter__(self) -> Iterator[T]:
