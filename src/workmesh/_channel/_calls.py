@@ -20,7 +20,7 @@ from typing import Any
 
 from .._node import Port, local_node
 from .._wire import Payload
-from ._oneshot import OneshotSender, _Once, oneshot, retype_oneshot
+from ._oneshot import OneshotReceiver, OneshotSender, _Once, oneshot, retype_oneshot
 from ._reply import CallMarker, ReplyMux, call_head
 from ._rpc import Err, FailableRpc, Ok, Rpc
 
@@ -126,6 +126,32 @@ def _own_port(once: _Once) -> Port:
     return theirs
 
 
+def _start(
+    sender: Any,
+    make: Callable[[Any], Any],
+    input: Any,
+    reply_type: Any,
+    *,
+    failable: bool,
+) -> OneshotReceiver[Any]:
+    """Send the request of a call; the receiver its answer will come to.
+
+    The request, its rpc and reply sender live only in this frame, gone once it
+    returns: held while the caller waits, they would keep the reply sender alive
+    here, and a handler that drops the request could never close the call.
+    """
+    tx, rx = oneshot()
+    rpc: Any = (FailableRpc if failable else Rpc)(input, tx)
+    msg = make(rpc)
+    core = sender._live_core()
+    value_type = reply_type or _reply_type(core.codec_type, msg, rpc)
+    if failable:
+        value_type = Ok[value_type] | Err  # type: ignore[valid-type]  # built at run time
+    retype_oneshot(rx, value_type)
+    _send_request(sender, core, msg, rpc, tx)
+    return rx
+
+
 async def call(
     sender: Any,
     make: Callable[[Any], Any],
@@ -133,16 +159,7 @@ async def call(
     *,
     reply_type: Any = None,
 ) -> Any:
-    tx, rx = oneshot()
-    rpc = Rpc(input, tx)
-    msg = make(rpc)
-    core = sender._live_core()
-    retype_oneshot(rx, reply_type or _reply_type(core.codec_type, msg, rpc))
-    _send_request(sender, core, msg, rpc, tx)
-    # Holding these while waiting would keep the reply sender alive here, so a
-    # handler that drops the request could never close the call.
-    del tx, rpc, msg
-    return await rx
+    return await _start(sender, make, input, reply_type, failable=False)
 
 
 async def call_failable(
@@ -152,15 +169,7 @@ async def call_failable(
     *,
     reply_type: Any = None,
 ) -> Any:
-    tx, rx = oneshot()
-    rpc = FailableRpc(input, tx)
-    msg = make(rpc)
-    core = sender._live_core()
-    value_type = reply_type or _reply_type(core.codec_type, msg, rpc)
-    retype_oneshot(rx, Ok[value_type] | Err)  # type: ignore[valid-type]  # built at run time
-    _send_request(sender, core, msg, rpc, tx)
-    del tx, rpc, msg  # as in call(): only the handler may keep the reply sender
-    outcome = await rx
+    outcome = await _start(sender, make, input, reply_type, failable=True)
     if isinstance(outcome, Err):
         raise outcome.error
     return outcome.value
