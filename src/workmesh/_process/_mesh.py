@@ -138,6 +138,10 @@ class ChildProcess:
         self.ready: OneshotReceiver[StartFailure | None] | None = None
         self._pidfd: int | None = None  # a cold child's, while it is not yet reaped
         self._pidfd_lock = threading.Lock()
+        # Without a pidfd, a thread waits for the exit (see _watch_by_thread); until it
+        # has reaped the child, the bare pid still names it.
+        self._waiter: threading.Thread | None = None
+        self._by_pid = False
         # Why the mesh gave up on the child (unresponsive, cut off), once it has.
         self.failure: str | None = None
         self.liveness: float | None = None  # the liveness deadline in seconds, if any
@@ -210,8 +214,45 @@ class ChildProcess:
                 with contextlib.suppress(ProcessLookupError):
                     signal.pidfd_send_signal(self._pidfd, sig)
                 return
+            if self._by_pid:  # not reaped yet (that happens under this lock)
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(self.pid, sig)
+                return
         with contextlib.suppress(ProcessLookupError):
             self._proc.send_signal(sig)  # a warm child: its stand-in signals by pidfd
+
+    def _watch_by_thread(self, why: OSError) -> None:
+        """Wait for the exit on a thread of its own: no pidfd could be had for the child.
+
+        The kernel may lack pidfds, a seccomp policy may refuse them, or the process
+        may be out of descriptors.  The thread waits without reaping (``WNOWAIT``),
+        then reaps under the lock that signals take, so a signal still never reaches
+        a recycled pid.
+        """
+        log.info(
+            "child %r (pid %d): no pidfd (%s); a thread waits for its exit",
+            self.name,
+            self.pid,
+            why,
+        )
+        self._by_pid = True
+        self._waiter = threading.Thread(
+            target=self._wait_by_pid, name=f"workmesh-wait-{self.pid}", daemon=True
+        )
+        self._waiter.start()
+
+    def _wait_by_pid(self) -> None:
+        # ChildProcessError: reaped already (by Popen, before the watch began).
+        with contextlib.suppress(ChildProcessError):
+            os.waitid(os.P_PID, self.pid, os.WEXITED | os.WNOWAIT)
+        with self._pidfd_lock:
+            self._by_pid = False
+            try:
+                _pid, status = os.waitpid(self.pid, 0)
+                returncode = os.waitstatus_to_exitcode(status)
+            except ChildProcessError:
+                returncode = self._proc.wait()  # Popen reaped it and kept the status
+        self._reaped(returncode)
 
     def _reaped(self, returncode: int) -> None:
         self._proc.returncode = returncode
@@ -465,6 +506,7 @@ class Mesh:
 
     # The zygote that forks warm children: started by the first warm spawn.
     _zygote: Zygote | None = None
+    _no_zygote: str | None = None  # why the zygote could not start: warm spawns start cold
 
     async def _warm_popen(
         self,
@@ -479,6 +521,9 @@ class Mesh:
         """The child forked by the zygote, or None: start it cold (logged)."""
         modules = [entry.partition(":")[0], *imports]
         sandboxed = invitation.sandbox is not None
+        if self._no_zygote is not None:
+            log.info("child %r starts cold: %s", invitation.name, self._no_zygote)
+            return None
         if self._zygote is None:
             # A sandboxed child's modules must first run inside its sandbox, not in
             # the zygote: preload only workmesh's own then.
@@ -503,10 +548,14 @@ class Mesh:
         return result
 
     def _start_zygote(self, preload: Sequence[str]) -> bool:
+        if self._no_zygote is not None:
+            return False
         try:
             self._zygote = Zygote(self.runtime.io, preload)
         except OSError as exc:
-            log.warning("could not start the zygote: %s; this warm spawn starts cold", exc)
+            # Not tried again: this Mesh's warm spawns start cold from now on.
+            self._no_zygote = f"the zygote could not start: {exc}"
+            log.warning("%s; warm spawns start cold", self._no_zygote)
             return False
         return True
 
@@ -616,7 +665,11 @@ class Mesh:
         io = self.runtime.io
 
         def start() -> None:
-            pidfd = child._pidfd = os.pidfd_open(child.pid)
+            try:
+                pidfd = child._pidfd = os.pidfd_open(child.pid)
+            except OSError as exc:
+                child._watch_by_thread(exc)
+                return
 
             def on_exit() -> None:
                 assert io.loop is not None
