@@ -13,6 +13,7 @@ import errno
 import logging
 import os
 import signal
+import threading
 from typing import Any, NoReturn
 
 import pytest
@@ -95,6 +96,8 @@ def test_children_without_pidfds_exit_when_the_mesh_is_left(
         return [c.returncode for c in children]
 
     assert run(main) == [0, -signal.SIGTERM]
+    # The threads that waited for them are gone with the Mesh, not merely ending.
+    assert not [t for t in threading.enumerate() if t.name.startswith("workmesh-wait-")]
 
 
 def test_warm_spawns_start_cold_when_the_zygote_cannot_be_watched(

@@ -754,6 +754,8 @@ class Mesh:
                 child.kill()
                 await child.wait()
         for child in self.children.values():
+            if child._waiter is not None:
+                child._waiter.join()  # its exit is known: the thread is returning
             if child.requests is not None:
                 child.requests.close()
                 child.requests = None
