@@ -68,7 +68,7 @@ def test_a_child_without_a_pidfd_is_killed_reported_and_reaped(
             assert info.value.kind is wm.ChannelErrorKind.NODE_FAILURE
             assert await within(child.wait()) == -signal.SIGKILL
             assert child.status == "killed by SIGKILL"
-            child.kill()  # reaped: signals are no longer sent (the pid may be reused)
+            child.kill()  # after the reap: nothing to signal, and no error
             with pytest.raises(ProcessLookupError):
                 os.kill(child.pid, 0)  # no zombie left
 

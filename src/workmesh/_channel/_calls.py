@@ -44,22 +44,26 @@ def _rpc_field(msg_type: type[Any], rpc_cls: type[Any]) -> tuple[str, Any] | Non
     return _field_cache[key]
 
 
-def _reply_type(channel_type: Any, msg: Any, rpc: Any) -> Any:
+def _placed(channel_type: Any, msg: Any, rpc: Any) -> tuple[bool, Any]:
+    """Whether ``msg`` holds ``rpc`` where the codec meets it directly (``msg`` is the
+    rpc, or the rpc sits in its rpc field), and the reply type declared there
+    (``object`` when none is)."""
     rpc_cls = type(rpc)
     if msg is rpc:
         if typing.get_origin(channel_type) is rpc_cls:
-            return typing.get_args(channel_type)[1]
-        return object
+            return True, typing.get_args(channel_type)[1]
+        return True, object
     field = _rpc_field(type(msg), rpc_cls)
     if field is not None and getattr(msg, field[0], None) is rpc:
-        return field[1]
-    return object
+        return True, field[1]
+    return False, object
 
 
-def _send_request(sender: Any, core: Any, msg: Any, rpc: Any, tx: OneshotSender[Any]) -> None:
-    """Send ``msg``; to a receiver elsewhere, as a call answered on its stream."""
+def _send_request(sender: Any, core: Any, msg: Any, placed: bool, tx: OneshotSender[Any]) -> None:
+    """Send ``msg``; to a receiver elsewhere, as a call answered on its stream
+    (when ``placed``: see :func:`_placed`)."""
     remote = core.remote
-    if remote is None or not (msg is rpc or _holds(msg, rpc)):
+    if remote is None or not placed:
         sender.send(msg)
         return
     # A receiver in another process, and a message whose reply sender sits where
@@ -94,11 +98,6 @@ def _send_request(sender: Any, core: Any, msg: Any, rpc: Any, tx: OneshotSender[
         if type(res) is CallMarker:
             resources[i] = _own_port(once)
     remote.send(payload)
-
-
-def _holds(msg: Any, rpc: Any) -> bool:
-    field = _rpc_field(type(msg), type(rpc))
-    return field is not None and getattr(msg, field[0], None) is rpc
 
 
 def _replies_for(core: Any, remote: Port) -> ReplyMux:
@@ -144,11 +143,12 @@ def _start(
     rpc: Any = (FailableRpc if failable else Rpc)(input, tx)
     msg = make(rpc)
     core = sender._live_core()
-    value_type = reply_type or _reply_type(core.codec_type, msg, rpc)
+    placed, declared = _placed(core.codec_type, msg, rpc)
+    value_type = reply_type or declared
     if failable:
         value_type = Ok[value_type] | Err  # type: ignore[valid-type]  # built at run time
     retype_oneshot(rx, value_type)
-    _send_request(sender, core, msg, rpc, tx)
+    _send_request(sender, core, msg, placed, tx)
     return rx
 
 
