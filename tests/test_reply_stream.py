@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import os
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -26,8 +27,10 @@ from workmesh._channel._mpsc import (
     sender_from_port,
     sender_to_port,
 )
+from workmesh._frames import MessageFrame
 from workmesh._node import local_node
-from workmesh._wire import Payload
+from workmesh._wire import BY_REFERENCE, Payload, decode_frame, frame_bytes
+from workmesh.testing import MemoryNetwork
 
 from .helpers.aio import within
 
@@ -169,6 +172,27 @@ async def test_receiver_moved_with_calls_in_progress_and_queued() -> None:
     ask = await within(moved.recv())
     ask.rpc.complete(40)
     assert await within(later) == 40
+    assert waiting(send) == 0
+    send.close()
+    moved.close()
+
+
+@aio
+async def test_large_calls_queued_when_the_receiver_moves_are_answered_from_there() -> None:
+    """Large requests from this process wait with the call head taken off the
+    front of their encoding; moved on with the receiver (their reply slot now a
+    port), each arrives whole and is answered from the new place."""
+    send, recv = ported(Big)
+    blobs = [os.urandom(BY_REFERENCE + i) for i in range(3)]
+    tasks = [asyncio.ensure_future(send.call(Big, blob)) for blob in blobs]
+    await sent()
+    assert len(recv._core.items) == 3  # type: ignore[union-attr]
+    moved = receiver_from_port(receiver_to_port(recv), Big)
+    for blob in blobs:
+        ask = await within(moved.recv())
+        assert ask.rpc.input == blob
+        ask.rpc.complete(blob[::-1])
+    assert [await within(t) for t in tasks] == [blob[::-1] for blob in blobs]
     assert waiting(send) == 0
     send.close()
     moved.close()
@@ -321,9 +345,6 @@ async def test_reply_sender_inside_a_container_takes_the_general_path() -> None:
 
 @aio
 async def test_large_request_and_answer() -> None:
-    class Big(msgspec.Struct):
-        rpc: wm.Rpc[bytes, bytes]
-
     send, recv = ported(Big)
     blob = bytes(range(256)) * 512  # 128 KiB: the answer goes by reference
     task = asyncio.ensure_future(send.call(Big, blob))
@@ -333,6 +354,78 @@ async def test_large_request_and_answer() -> None:
     assert await within(task) == blob[::-1]
     send.close()
     recv.close()
+
+
+class Big(msgspec.Struct):
+    rpc: wm.Rpc[bytes, bytes]
+
+
+@aio
+async def test_large_request_to_another_node_is_queued_without_a_copy() -> None:
+    """A large call to a port on another node goes as three pieces: the call head
+    in front, then the request's own encoding, which nothing joined the head to
+    (a copy of it fewer); the callee reads it whole and its answer comes back."""
+    net = MemoryNetwork()
+    a_node, b_node = net.add_node(), net.add_node()
+    pa, pb = net.pair(a_node, b_node)
+    send, recv = sender_from_port(pa, Big), receiver_from_port(pb, Big)
+    blob = os.urandom(BY_REFERENCE + 1)
+    task = asyncio.ensure_future(send.call(Big, blob))
+    await sent()
+    ((data, fds),) = a_node.take_outbox(b_node.id)
+    assert isinstance(data, tuple) and fds == []
+    before, body, _after = data
+    assert before.endswith(_reply.CALL + before[-(_reply.CALL_SIZE - 3) :])
+    assert not body.startswith(_reply.CALL) and blob in body
+    frame = decode_frame(frame_bytes(data))
+    assert isinstance(frame, MessageFrame) and frame.data is not None
+    assert bytes(frame.data) == before[-_reply.CALL_SIZE :] + body
+    b_node.receive(a_node.id, frame_bytes(data), fds)
+    ask = await within(recv.recv())
+    assert ask.rpc.input == blob
+    ask.rpc.complete(blob[::-1])
+    net.pump()
+    assert await within(task) == blob[::-1]
+    send.close()
+    recv.close()
+    net.pump()
+
+
+@aio
+async def test_large_calls_reaching_a_closed_receiver_end_closed() -> None:
+    """Large requests in this process arrive with the call head in front of the
+    encoding, not joined to it: queued when the receiver closes, or sent after,
+    each is still seen as a call and answered closed."""
+    send, recv = ported(Big)
+    blob = os.urandom(BY_REFERENCE)
+    held_task = asyncio.ensure_future(send.call(Big, blob))
+    held = await within(recv.recv())  # keeps the port open after the close
+    queued = [asyncio.ensure_future(send.call(Big, blob)) for _ in range(2)]
+    await sent()
+    assert len(recv._core.items) == 2  # type: ignore[union-attr]
+    recv.close()
+    later = asyncio.ensure_future(send.call(Big, blob))  # reaches the drained port
+    for task in [*queued, later]:
+        with pytest.raises(wm.ChannelClosed):
+            await within(task)
+    held.rpc.complete(b"done")
+    assert await within(held_task) == b"done"
+    send.close()
+
+
+@aio
+async def test_large_value_reaching_a_drained_port_is_dropped() -> None:
+    """A large value (sent by reference) that reaches the port a closed receiver
+    keeps for answers in progress is dropped like any other message, and the
+    answer in progress still arrives."""
+    send, recv = ported(Ask | bytes)
+    task = call(send, 1)
+    held = await within(recv.recv())  # keeps the port open after the close
+    recv.close()
+    send.send(os.urandom(BY_REFERENCE))
+    held.rpc.complete(2)
+    assert await within(task) == 2
+    send.close()
 
 
 @aio

@@ -366,6 +366,28 @@ def test_a_run_of_one_message_is_a_plain_message_frame() -> None:
     assert run.frame() == encode_frame(message_frame(target, 7, False, b"only"))
 
 
+@pytest.mark.parametrize("size", [BY_REFERENCE, 0x10000, 3 << 20])
+def test_a_run_of_one_large_message_is_framed_from_its_own_bytes(size: int) -> None:
+    """A large message alone in its run is written as it is, in three pieces, and
+    the pieces join to the frame a copy would have made."""
+    target = os.urandom(16)
+    data = os.urandom(size)
+    run = MessageRun(target, 7, data)
+    pieces = run.frame()
+    assert isinstance(pieces, tuple) and pieces[1] is data
+    assert frame_bytes(pieces) == encode_frame(message_frame(target, 7, False, data))
+    assert frame_bytes(run) == frame_bytes(pieces)
+
+
+def test_a_run_of_one_message_below_the_threshold_or_not_bytes_is_one_piece() -> None:
+    target = os.urandom(16)
+    small = os.urandom(BY_REFERENCE - 1)
+    view = memoryview(os.urandom(BY_REFERENCE))  # bytes only go by reference
+    for data in (small, view):
+        frame = MessageRun(target, 3, data).frame()
+        assert frame == encode_frame(message_frame(target, 3, False, data))
+
+
 def test_a_run_holds_consecutive_messages_as_bytes() -> None:
     target = os.urandom(16)
     datas = [msgspec.msgpack.encode(i) for i in range(50)] + [b"x" * 1000]

@@ -82,6 +82,7 @@ from ._wire import (
     decode_frame,
     encode_frame,
     encode_spliced,
+    encoding_of,
     message_frame,
 )
 
@@ -1015,7 +1016,7 @@ class LocalNode:
             self._drop_event(event)
             return
         payload = event.payload
-        if type(payload) is SplicedPayload:  # a large value, not copied: no resources
+        if type(payload) is SplicedPayload and not payload.resources:  # a large value, not copied
             self._enqueue(
                 link, encode_spliced(port_id, event.seq, event.close, payload), [], lazy=False
             )
@@ -1058,7 +1059,7 @@ class LocalNode:
                 else:
                     fds.append(res)
                     records.append(FdRecord())
-            return message_frame(target, event.seq, event.close, payload.data, records)
+            return message_frame(target, event.seq, event.close, encoding_of(payload), records)
         if kind == CHANGE_PEER:
             assert event.new_peer is not None
             node, port = self._address_of(event.new_peer)

@@ -159,16 +159,22 @@ def _bin_header(size: int) -> bytes:
 
 
 class SplicedPayload(Payload):
-    """A large ``bytes`` value encoded by reference: ``head`` (its msgpack header),
-    then ``body`` (the value itself).  ``data`` joins them for the rare paths that
-    need the encoding in one piece (a peer in this process, a port on the move);
-    a frame for a remote peer is written from the pieces (:func:`encode_spliced`).
+    """An encoding in two pieces, ``head`` then ``body``, with the large ``body``
+    left where it is: a large ``bytes`` value by reference (``head`` is its msgpack
+    header, the default), or a large encoding behind a control head (a call's,
+    ``head`` given).  ``data`` joins them for the rare paths that need the encoding
+    in one piece (a peer in this process, a port on the move); a frame for a
+    remote peer is written from the pieces (:func:`encode_spliced`).
+
+    It is made without resources.  One gains a resource only where it is
+    received in this process (a call's reply slot); a node sends such a payload
+    as a whole frame, never in pieces.
     """
 
     __slots__ = ("body", "head")
 
-    def __init__(self, body: bytes) -> None:  # it never carries resources
-        self.head = _bin_header(len(body))
+    def __init__(self, body: bytes, head: bytes | None = None) -> None:
+        self.head = _bin_header(len(body)) if head is None else head
         self.body = body
         self.resources = []
 
@@ -721,11 +727,17 @@ _NO_DATA_NO_RESOURCES: Final = b"\xc4\x00\x90"  # an empty bin, then an empty ar
 
 
 def encode_spliced(target: bytes, seq: int, close: bool, payload: SplicedPayload) -> FrameData:
-    """The message frame carrying ``payload``, its value left in place (three pieces)."""
+    """The message frame carrying ``payload``, its body left in place (three pieces)."""
+    return _spliced_frame(target, seq, close, payload.head, payload.body)
+
+
+def _spliced_frame(target: bytes, seq: int, close: bool, head: bytes, body: bytes) -> FrameData:
+    """A message frame with no resources whose data is ``head + body``, as three
+    pieces: everything up to ``body``, ``body`` itself (not copied), the rest."""
     empty = encode_frame(message_frame(target, seq, close, b""))
     assert empty.endswith(_NO_DATA_NO_RESOURCES)
-    size = len(payload.head) + len(payload.body)
-    return (empty[:-3] + _bin_header(size) + payload.head, payload.body, b"\x90")
+    size = len(head) + len(body)
+    return (empty[:-3] + _bin_header(size) + head, body, b"\x90")
 
 
 class MessageRun:
@@ -763,17 +775,22 @@ class MessageRun:
         self.next_seq = seq + 1
         return True
 
-    def frame(self) -> bytes:
+    def frame(self) -> FrameData:
         datas = self.datas
         if len(datas) == 1:
-            return encode_frame(message_frame(self.target, self.seq, False, datas[0]))
+            data = datas[0]
+            if type(data) is bytes and len(data) >= BY_REFERENCE:
+                # A large message alone in its run (a run holds at most RUN_BYTES)
+                # is written from the sender's own bytes, as a large bytes value is.
+                return _spliced_frame(self.target, self.seq, False, b"", data)
+            return encode_frame(message_frame(self.target, self.seq, False, data))
         return encode_frame(MessageRunFrame(self.target, self.seq, cast("list[bytes]", datas)))
 
 
 def frame_bytes(data: FrameData | MessageRun) -> bytes:
     """A queued frame in one piece."""
     if isinstance(data, MessageRun):
-        return data.frame()
+        data = data.frame()
     return b"".join(data) if isinstance(data, tuple) else data
 
 

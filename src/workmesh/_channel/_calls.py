@@ -19,7 +19,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .._node import Port, local_node
-from .._wire import Payload
+from .._wire import BY_REFERENCE, Payload, SplicedPayload
 from ._oneshot import OneshotReceiver, OneshotSender, _Once, oneshot, retype_oneshot
 from ._reply import CallMarker, ReplyMux, call_head
 from ._rpc import Err, FailableRpc, Ok, Rpc
@@ -89,8 +89,14 @@ def _send_request(sender: Any, core: Any, msg: Any, placed: bool, tx: OneshotSen
     resources = payload.resources
     if resources and type(resources[-1]) is CallMarker:
         resources.pop()
-        data = call_head(len(resources), call_id) + payload.data
-        remote.send(Payload(data, resources))
+        head = call_head(len(resources), call_id)
+        data = payload.data
+        if not resources and type(data) is bytes and len(data) >= BY_REFERENCE:
+            # A large request goes in pieces, the head in front of the encoding
+            # (a copy fewer; see SplicedPayload).
+            remote.send(SplicedPayload(data, head))
+        else:
+            remote.send(Payload(head + data, resources))
         return
     # The reply sender is not the message's last resource (a field after the
     # request holds an endpoint or fd): it gets a port of its own, as before.

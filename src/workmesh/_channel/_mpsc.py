@@ -44,7 +44,7 @@ from .._node import Port, local_node
 from .._wire import Codec, Payload, RunPayload, SplicedPayload, codec_for
 from ._calls import call as _call
 from ._calls import call_failable as _call_failable
-from ._reply import CALL, Drain, ReplyMux, SlotHome, open_call, travelling
+from ._reply import CALL, Drain, ReplyMux, SlotHome, leading, open_call, travelling
 from ._waiter import AsyncWaiter, ThreadWaiter, Waiter
 
 log = logging.getLogger(__name__)
@@ -162,17 +162,16 @@ class _Core:
             resources
             and len(resources) == 1
             and isinstance(resources[0], Port)
+            and type(payload) is not SplicedPayload  # (never a marker)
             and payload.data == ATTACH
         ):
             item: Any = _Attach(resources[0])
         else:
             # Anything else, a forged marker included, is decoded as data (and a
             # marker that is not a value of the channel's type reads as corruption).
-            # (A large value by reference is never a call: its data would be a copy.)
-            if type(payload) is not SplicedPayload:
-                data = payload.data
-                if data and data[0] == _MARK and bytes(data[:3]) == CALL:
-                    self._open_call(port, payload)
+            data = leading(payload)
+            if data and data[0] == _MARK and bytes(data[:3]) == CALL:
+                self._open_call(port, payload)
             item = _FromPort(port, payload)
         with self.lock:
             self.items.append(item)

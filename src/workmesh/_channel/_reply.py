@@ -64,6 +64,14 @@ def is_call(data: Any) -> bool:
     return bool(data) and data[0] == _MARK_BYTE and bytes(data[:3]) == CALL
 
 
+def leading(payload: Payload) -> Any:
+    """Where a payload's encoding starts: a spliced payload's head (a control head
+    is never split across its pieces), else the encoding itself."""
+    if type(payload) is SplicedPayload:
+        return payload.head
+    return payload.data
+
+
 def call_head(index: int, call_id: int) -> bytes:
     return CALL + _CALL_HEAD.pack(index, call_id)
 
@@ -220,7 +228,8 @@ class ReplySlot:
 def open_call(home: SlotHome, payload: Payload) -> bool:
     """Turn a call head into its reply slot (in place).  False if the head is malformed;
     the payload is then left as it came, to fail decoding as corrupt."""
-    data = payload.data
+    spliced = type(payload) is SplicedPayload
+    data = leading(payload)
     if len(data) < CALL_SIZE:
         return False
     index, call_id = _CALL_HEAD.unpack_from(data, len(CALL))
@@ -229,7 +238,10 @@ def open_call(home: SlotHome, payload: Payload) -> bool:
     slot = ReplySlot(home, call_id)
     with home.lock:
         home.live.add(slot)
-    payload.data = memoryview(data)[CALL_SIZE:]
+    if spliced:  # a large call from this process: its head only is in front
+        payload.head = data[CALL_SIZE:]  # type: ignore[attr-defined]
+    else:
+        payload.data = memoryview(data)[CALL_SIZE:]
     payload.resources.append(slot)
     return True
 
@@ -253,7 +265,7 @@ class Drain:
         self.home = home
 
     def port_message(self, port: Port, payload: Payload, wakes: list[Any]) -> None:
-        if is_call(payload.data) and open_call(self.home, payload):
+        if is_call(leading(payload)) and open_call(self.home, payload):
             slot = payload.resources.pop()
             wakes.append(slot.close)
         wakes.append(payload.discard)
@@ -322,7 +334,7 @@ class ReplyMux:
         # A large answer by reference from this process keeps its pieces (the
         # reply head is in front of the value's own head): no joined copy here.
         spliced = type(payload) is SplicedPayload
-        data = payload.head if spliced else payload.data  # type: ignore[attr-defined]
+        data = leading(payload)
         head = bytes(data[:3]) if len(data) >= _REPLY_SIZE else b""
         if head not in (REPLY, CLOSED, REHOME):
             error = NodeError(
