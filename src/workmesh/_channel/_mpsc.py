@@ -44,7 +44,7 @@ from .._node import Port, local_node
 from .._wire import Codec, Payload, RunPayload, SplicedPayload, codec_for
 from ._calls import call as _call
 from ._calls import call_failable as _call_failable
-from ._reply import CALL, Drain, ReplyMux, SlotHome, leading, open_call, travelling
+from ._reply import Drain, ReplyMux, SlotHome, is_call, leading, open_call, travelling
 from ._waiter import AsyncWaiter, ThreadWaiter, Waiter
 
 log = logging.getLogger(__name__)
@@ -169,8 +169,7 @@ class _Core:
         else:
             # Anything else, a forged marker included, is decoded as data (and a
             # marker that is not a value of the channel's type reads as corruption).
-            data = leading(payload)
-            if data and data[0] == _MARK and bytes(data[:3]) == CALL:
+            if is_call(leading(payload)):
                 self._open_call(port, payload)
             item = _FromPort(port, payload)
         with self.lock:

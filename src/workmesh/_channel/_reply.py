@@ -228,7 +228,6 @@ class ReplySlot:
 def open_call(home: SlotHome, payload: Payload) -> bool:
     """Turn a call head into its reply slot (in place).  False if the head is malformed;
     the payload is then left as it came, to fail decoding as corrupt."""
-    spliced = type(payload) is SplicedPayload
     data = leading(payload)
     if len(data) < CALL_SIZE:
         return False
@@ -238,8 +237,8 @@ def open_call(home: SlotHome, payload: Payload) -> bool:
     slot = ReplySlot(home, call_id)
     with home.lock:
         home.live.add(slot)
-    if spliced:  # a large call from this process: its head only is in front
-        payload.head = data[CALL_SIZE:]  # type: ignore[attr-defined]
+    if type(payload) is SplicedPayload:  # a large call from this process
+        payload.head = data[CALL_SIZE:]
     else:
         payload.data = memoryview(data)[CALL_SIZE:]
     payload.resources.append(slot)
