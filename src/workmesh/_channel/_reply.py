@@ -72,6 +72,15 @@ def leading(payload: Payload) -> Any:
     return payload.data
 
 
+def _drop_head(payload: Payload, data: Any, size: int) -> None:
+    """Take a control head of ``size`` bytes off the front of ``payload``'s encoding
+    (``data`` is :func:`leading`'s answer for it), copying nothing large."""
+    if type(payload) is SplicedPayload:
+        payload.head = data[size:]
+    else:
+        payload.data = memoryview(data)[size:]
+
+
 def call_head(index: int, call_id: int) -> bytes:
     return CALL + _CALL_HEAD.pack(index, call_id)
 
@@ -237,10 +246,7 @@ def open_call(home: SlotHome, payload: Payload) -> bool:
     slot = ReplySlot(home, call_id)
     with home.lock:
         home.live.add(slot)
-    if type(payload) is SplicedPayload:  # a large call from this process
-        payload.head = data[CALL_SIZE:]
-    else:
-        payload.data = memoryview(data)[CALL_SIZE:]
+    _drop_head(payload, data, CALL_SIZE)
     payload.resources.append(slot)
     return True
 
@@ -332,7 +338,6 @@ class ReplyMux:
     def port_message(self, port: Port, payload: Payload, wakes: list[Any]) -> None:
         # A large answer by reference from this process keeps its pieces (the
         # reply head is in front of the value's own head): no joined copy here.
-        spliced = type(payload) is SplicedPayload
         data = leading(payload)
         head = bytes(data[:3]) if len(data) >= _REPLY_SIZE else b""
         if head not in (REPLY, CLOSED, REHOME):
@@ -353,10 +358,7 @@ class ReplyMux:
             wakes.append(payload.discard)
             return
         if head == REPLY:
-            if spliced:
-                payload.head = data[_REPLY_SIZE:]  # type: ignore[attr-defined]
-            else:
-                payload.data = memoryview(data)[_REPLY_SIZE:]
+            _drop_head(payload, data, _REPLY_SIZE)
             once.settle_reply(payload, wakes)
         elif head == CLOSED:
             once.settle_reply(None, wakes)
