@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import gc
 import os
-from typing import Any
+from typing import Annotated, Any, Optional
 
 import msgspec
 import pytest
@@ -11,7 +12,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import workmesh as wm
-from workmesh._frames import MAX_RUN_MESSAGES, RUN_BYTES, MessageFrame, MessageRunFrame
+from workmesh._frames import (
+    MAX_RUN_MESSAGES,
+    RUN_BYTES,
+    Limits,
+    MessageFrame,
+    MessageRunFrame,
+    PortRecord,
+)
 from workmesh._wire import (
     BY_REFERENCE,
     DIRECT_READ,
@@ -19,6 +27,8 @@ from workmesh._wire import (
     Codec,
     FrameDecoder,
     FrameTooLarge,
+    Inbound,
+    LargeMessage,
     MessageRun,
     Payload,
     SplicedPayload,
@@ -579,6 +589,146 @@ def test_a_large_frame_cut_by_a_read_is_finished_in_its_own_buffer() -> None:
     assert dec.room() is None
     assert dec.feed(stream[150 + rest :]) == [(b"ok", 0)]
     assert dec.pending == 0
+
+
+# ------------------------------------------------------------ frames read in pieces
+
+
+def _written(pieces: tuple[bytes, bytes, bytes], nfds: int = 0) -> bytes:
+    """A frame in pieces as the transport writes it: its header marks the split."""
+    whole = frame_bytes(pieces)
+    return frame_prefix(len(whole), nfds, len(pieces[0])) + whole
+
+
+@pytest.mark.parametrize("size", [BY_REFERENCE, 0x10000, 3 << 20])
+@pytest.mark.parametrize("close", [False, True])
+def test_a_frame_written_in_pieces_is_read_in_them(size: int, close: bool) -> None:
+    """A large bytes value by reference: the reader copies the value out of the
+    bytes read as an object of its own, and decoding it as bytes returns that
+    object, not another copy."""
+    value = os.urandom(size)
+    target = os.urandom(16)
+    pieces = encode_spliced(target, 4, close, SplicedPayload(value))
+    read = bytearray(_written(pieces) + frame_prefix(2) + b"ok")
+    [(large, nfds), (after, _)] = FrameDecoder().feed(memoryview(read))
+    read[:] = b"\xee" * len(read)  # the read buffer is reused: nothing may view it
+    assert after == b"ok" and nfds == 0
+    assert isinstance(large, LargeMessage)
+    assert large.frame == MessageFrame(target, 4, close, None)
+    assert large.body == value and large.head == msgspec.msgpack.encode(value)[: -len(value)]
+    payload = large.payload(None)
+    assert isinstance(payload, SplicedPayload)
+    assert payload.data == msgspec.msgpack.encode(value)
+    for tp in (bytes, object, Any, bytes | None, Optional[bytes]):  # noqa: UP045
+        assert codec_for(tp).decode(payload) is large.body
+
+
+def test_a_call_head_before_the_body_stays_in_the_head_piece() -> None:
+    """The split is where the sender put it: a control head in front of an
+    encoding stays whole in the head piece, and the encoding is the body."""
+    encoding = msgspec.msgpack.encode([1, os.urandom(BY_REFERENCE)])
+    head = b"\xd4\x7f\x02" + bytes(12)
+    pieces = encode_spliced(os.urandom(16), 0, False, SplicedPayload(encoding, head))
+    [(large, nfds)] = FrameDecoder().feed(_written(pieces))
+    assert nfds == 0
+    assert isinstance(large, LargeMessage)
+    assert large.head == head and large.body == encoding
+
+
+def test_a_value_read_in_pieces_decodes_as_usual_where_bytes_is_not_the_type() -> None:
+    value = os.urandom(BY_REFERENCE)
+    pieces = encode_spliced(os.urandom(16), 0, False, SplicedPayload(value))
+    [(large, nfds)] = FrameDecoder().feed(_written(pieces))
+    assert nfds == 0
+    assert isinstance(large, LargeMessage)
+    as_bytearray = codec_for(bytearray).decode(large.payload(None))
+    assert type(as_bytearray) is bytearray and as_bytearray == value
+    with pytest.raises(wm.PayloadError, match="length <= 10"):  # a constraint is checked
+        codec_for(Annotated[bytes, msgspec.Meta(max_length=10)]).decode(large.payload(None))
+    with pytest.raises(wm.PayloadError, match="Expected `int`, got `bytes`"):
+        codec_for(int).decode(large.payload(None))
+
+
+def test_a_message_read_in_pieces_keeps_them_until_parsed_or_sent_on() -> None:
+    """Received as a type-erased Message, a large value is not joined: parsing it
+    as bytes gives the body itself, and sending it on writes the same pieces."""
+    value = os.urandom(BY_REFERENCE)
+    pieces = encode_spliced(os.urandom(16), 0, False, SplicedPayload(value))
+    [(large, nfds)] = FrameDecoder().feed(_written(pieces))
+    assert isinstance(large, LargeMessage) and nfds == 0
+    message = codec_for(wm.Message).decode(large.payload(None))
+    assert message.parse(bytes) is large.body
+    assert message.parse(bytes) is large.body  # it holds no resource: it parses again
+    with pytest.raises(wm.PayloadError, match="Expected `int`, got `bytes`"):
+        message.parse(int)
+    again = codec_for(wm.Message).encode(message)
+    assert type(again) is SplicedPayload and again.body is large.body
+    assert again.data == msgspec.msgpack.encode(value)
+
+
+def test_a_frame_read_in_pieces_is_charged_to_its_connection_while_it_lives() -> None:
+    value = os.urandom(BY_REFERENCE)
+    pieces = encode_spliced(os.urandom(16), 0, False, SplicedPayload(value))
+    [(large, nfds)] = FrameDecoder().feed(_written(pieces))
+    assert nfds == 0
+    assert isinstance(large, LargeMessage)
+    inbound = Inbound(Limits())
+    payload = large.payload(inbound)
+    assert inbound.pending() == len(payload.data)
+    del payload
+    gc.collect()
+    assert inbound.pending() == 0
+
+
+def test_a_frame_buffered_across_reads_is_taken_apart_without_holding_the_buffer() -> None:
+    """Below the direct-read size a frame cut by a read waits in the decoder's
+    buffer; taking it apart there must leave that buffer free to shrink."""
+    value = os.urandom(BY_REFERENCE)
+    assert len(value) < DIRECT_READ
+    stream = _written(encode_spliced(os.urandom(16), 0, False, SplicedPayload(value)))
+    stream += frame_prefix(2) + b"ok"
+    dec = FrameDecoder()
+    assert dec.feed(stream[:1000]) == []
+    [(large, nfds), (after, _)] = dec.feed(stream[1000:])
+    assert nfds == 0
+    assert isinstance(large, LargeMessage) and large.body == value and after == b"ok"
+    assert dec.pending == 0
+
+
+def test_a_split_the_frame_does_not_fit_leaves_the_frame_whole_for_the_node() -> None:
+    """A split on a frame that is not a resource-free message, one outside its
+    data, or one on a frame with descriptors: the frame comes out whole, as
+    without one, and the node decodes (or refuses) it as any other."""
+    value = os.urandom(BY_REFERENCE)
+    target = os.urandom(16)
+    message = frame_bytes(encode_spliced(target, 0, False, SplicedPayload(value)))
+    with_port = encode_frame(
+        MessageFrame(
+            target,
+            0,
+            False,
+            msgspec.msgpack.encode(value),
+            [PortRecord(target, 1, target, target, target, target)],
+        )
+    )
+    run = encode_frame(MessageRunFrame(target, 0, [value]))
+    garbage = b"\x96\x01" + bytes(BY_REFERENCE) + b"\x90"
+    cases = [
+        (message, len(message)),  # past the end of the data
+        (message, 3),  # before its start
+        (with_port, 40),
+        (run, 40),
+        (garbage, 40),
+        (b"", 1),
+        (b"\x96", 1),
+    ]
+    for frame, split in cases:
+        got = FrameDecoder().feed(frame_prefix(len(frame), 0, split) + frame)
+        assert got == [(frame, 0)]
+    got = FrameDecoder().feed(frame_prefix(len(message), 1, 40) + message)
+    assert got == [(message, 1)]
+    with pytest.raises(wm.PayloadError):
+        decode_frame(garbage)
 
 
 def test_a_header_alone_cannot_make_the_decoder_allocate_a_huge_frame() -> None:

@@ -50,7 +50,7 @@ import logging
 import threading
 from collections import deque
 from collections.abc import Callable
-from typing import Any, Final, Protocol
+from typing import Any, Final, Protocol, cast
 
 from ._errors import NodeError, PayloadError, WorkmeshError
 from ._fd import OwnedFd
@@ -75,8 +75,10 @@ from ._wire import (
     Inbound,
     InboundPayload,
     InboundRunPayload,
+    LargeMessage,
     MessageRun,
     Payload,
+    ReadFrame,
     RunPayload,
     SplicedPayload,
     decode_frame,
@@ -1080,7 +1082,7 @@ class LocalNode:
     def receive_many(
         self,
         source: NodeId,
-        frames: list[tuple[FrameBytes, list[OwnedFd]]],
+        frames: list[tuple[ReadFrame, list[OwnedFd]]],
         inbound: Inbound | None = None,
     ) -> None:
         """Feed frames from ``source`` under one lock; stops at the first bad one.
@@ -1103,13 +1105,18 @@ class LocalNode:
             self._leave()
 
     def _receive(
-        self, source: NodeId, data: FrameBytes, fds: list[OwnedFd], inbound: Inbound | None
+        self, source: NodeId, data: ReadFrame, fds: list[OwnedFd], inbound: Inbound | None
     ) -> None:
-        try:
-            frame = decode_frame(data)
-        except PayloadError as exc:
-            _close_fds(fds)
-            raise ProtocolError(f"malformed frame from {node_name(source)}: {exc}") from exc
+        large: LargeMessage | None = None
+        if type(data) is LargeMessage:  # decoded where it was read, its data in pieces
+            large = data
+            frame: Frame = data.frame
+        else:
+            try:
+                frame = decode_frame(cast(FrameBytes, data))
+            except PayloadError as exc:
+                _close_fds(fds)
+                raise ProtocolError(f"malformed frame from {node_name(source)}: {exc}") from exc
         target = PortId(frame.target)
         if type(frame) is PeerGoneFrame:
             _close_fds(fds)
@@ -1151,16 +1158,25 @@ class LocalNode:
             # measured, a third of the node's cost per streamed message.
             port.next_peer_seq += 1
             body = frame.data
-            if body is not None:
+            payload: Payload | None = None
+            if large is not None:
+                payload = large.payload(inbound)
+            elif body is not None:
                 payload = (
                     InboundPayload(body, [], inbound) if inbound is not None else Payload(body, [])
                 )
+            if payload is not None:
                 if port.handler is not None:
                     port.handler.port_message(port, payload, self._wakes)
                 else:
                     port.queue.append(payload)
             if frame.close:
                 self._on_close(port)
+            return
+        if large is not None:  # (a MessageFrame holding no resource)
+            payload = large.payload(inbound)
+            event = _Event(MESSAGE, large.frame.seq, payload=payload, close=large.frame.close)
+            self._work.append((port, event))
             return
         self._work.append((port, self._from_frame(source, frame, fds, inbound)))
 

@@ -48,7 +48,7 @@ from ._fd import OwnedFd
 from ._frames import Limits
 from ._ids import NodeId, node_name
 from ._node import THREAD_HOP, LocalNode, ProtocolError, watch_hops
-from ._wire import FrameBytes, FrameDecoder, Inbound, frame_prefix
+from ._wire import FrameDecoder, Inbound, ReadFrame, frame_prefix
 
 log = logging.getLogger(__name__)
 
@@ -625,7 +625,7 @@ class Connection:
             if isinstance(data, tuple):  # a large value left in place: its pieces go as they are
                 before, value, after = data
                 size = len(before) + len(value) + len(after)
-                first = frame_prefix(size, len(fds)) + before
+                first = frame_prefix(size, len(fds), len(before)) + before
                 out.append((first, fds) if fds else first)
                 out.append(value)
                 out.append(after)
@@ -1020,8 +1020,8 @@ class Connection:
         self._hello = want[len(got) :]
         return data[len(got) :]
 
-    def _deliver(self, frames: list[tuple[FrameBytes, int]]) -> None:
-        batch: list[tuple[FrameBytes, list[OwnedFd]]] = []
+    def _deliver(self, frames: list[tuple[ReadFrame, int]]) -> None:
+        batch: list[tuple[ReadFrame, list[OwnedFd]]] = []
         for data, nfds in frames:
             if nfds > len(self._fds):
                 for _data, fds in batch:  # the frames before the bad one go nowhere

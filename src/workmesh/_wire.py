@@ -16,7 +16,7 @@ every endpoint in the message untouched.
 
 Frames.  The node protocol's frames are tagged, frozen, array-like Structs
 (defined in :mod:`workmesh._frames`), encoded here and framed on a byte stream
-behind an 8-byte header (length, descriptor count).
+behind an 8-byte header (length, descriptor count, where a large body starts).
 :class:`FrameDecoder` splits a stream incrementally and enforces a size limit.
 """
 
@@ -28,7 +28,8 @@ import threading
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Final, Protocol, TypeVar, cast, get_origin
+from types import UnionType
+from typing import Any, Final, Protocol, TypeVar, Union, cast, get_args, get_origin
 
 import msgspec
 
@@ -166,17 +167,23 @@ class SplicedPayload(Payload):
     in one piece (a peer in this process, a port on the move); a frame for a
     remote peer is written from the pieces (:func:`encode_spliced`).
 
+    A frame written from the pieces arrives in them too: the receiving side
+    copies ``body`` once out of the bytes read, and a receiver that decodes it as
+    ``bytes`` gets that copy itself (see :meth:`Codec.decode`).
+
     It is made without resources.  One gains a resource only where it is
     received in this process (a call's reply slot); a node sends such a payload
     as a whole frame, never in pieces.
     """
 
-    __slots__ = ("body", "head")
+    __slots__ = ("body", "charge", "head")
 
     def __init__(self, body: bytes, head: bytes | None = None) -> None:
         self.head = _bin_header(len(body)) if head is None else head
         self.body = body
         self.resources = []
+        # What a payload received in pieces (see LargeMessage) owes its connection.
+        self.charge: Charge | None = None
 
     @property
     def data(self) -> bytes:  # type: ignore[override]  # computed from the pieces stored
@@ -220,6 +227,21 @@ class Inbound:
         while given:
             self._released += given.popleft()
         return self._received - self._released
+
+
+class Charge:
+    """A share of a connection's :class:`Inbound`, charged while it lives: what a
+    payload that cannot be an :class:`InboundPayload` (a spliced one) holds."""
+
+    __slots__ = ("_inbound", "_size")
+
+    def __init__(self, inbound: Inbound, size: int) -> None:
+        self._inbound = inbound
+        self._size = size
+        inbound._received += size
+
+    def __del__(self) -> None:
+        self._inbound._given.append(self._size)
 
 
 class InboundPayload(Payload):
@@ -439,10 +461,11 @@ _nested_decoder = msgspec.msgpack.Decoder(tuple[int, int, bytes])
 class Codec:
     """Encoder and decoder for one declared type, built once and reused."""
 
-    __slots__ = ("_decoder", "_encoder", "_hooked", "type")
+    __slots__ = ("_bin_as_bytes", "_decoder", "_encoder", "_hooked", "type")
 
     def __init__(self, tp: Any) -> None:
         self.type = tp
+        self._bin_as_bytes = _bin_decodes_as_bytes(tp)
         self._encoder = msgspec.msgpack.Encoder(enc_hook=_enc_hook)
         self._hooked: set[type] = set()  # types whose values have needed _enc_hook
         try:
@@ -527,11 +550,21 @@ class Codec:
 
     def decode(self, payload: Payload) -> Any:
         if self.type is Message:
+            if type(payload) is SplicedPayload and not payload.resources:
+                return Message._from_payload(payload)  # kept in its pieces, not joined
             resources = [_travelling(res) for res in payload.take_resources()]
             return Message._from_payload(Payload(encoding_of(payload), resources))
         if not payload.resources and _state.dec is _NO_RESOURCES:
             # Most messages carry no endpoint or fd: no context to set up or check
             # (about a third of the cost of receiving a small message).
+            if (
+                type(payload) is SplicedPayload
+                and self._bin_as_bytes
+                and payload.head == _bin_header(len(payload.body))
+            ):
+                # A large bytes value in its pieces: the value is the body, already
+                # a bytes object of its own -- decoding would copy it once more.
+                return payload.body
             try:
                 return self._decoder.decode(encoding_of(payload))
             except (msgspec.DecodeError, ValueError, TypeError) as exc:
@@ -552,6 +585,14 @@ class Codec:
             # must not leak.
             _close_all(res for res, taken in zip(resources, ctx.taken, strict=True) if not taken)
         return value
+
+
+def _bin_decodes_as_bytes(tp: Any) -> bool:
+    """Whether decoding a msgpack bin as ``tp`` gives exactly its bytes: no other
+    type for it to become and no constraint to check (``Annotated`` bytes has one)."""
+    if tp is bytes or tp is object or tp is Any:
+        return True
+    return get_origin(tp) in (Union, UnionType) and bytes in get_args(tp)
 
 
 def _travelling(resource: Any) -> Any:
@@ -648,7 +689,7 @@ class Message:
             self._value = Message._NOTHING
         payload = self._payload
         assert payload is not None
-        if not payload.resources and encoding_of(payload) == b"":
+        if not payload.resources and type(payload) is not SplicedPayload and payload.data == b"":
             raise PayloadError("this Message carried resources and was already parsed")
         if payload.resources:
             # Resources move into the parsed value, so this form cannot be parsed again.
@@ -806,20 +847,89 @@ def decode_frame(data: bytes | bytearray | memoryview) -> Frame:
 # Stream framing
 #
 # On a byte stream every frame is preceded by an 8-byte header: the frame's length
-# (u32 LE), how many descriptors belong to it (u16 LE) and two reserved bytes.  The
-# descriptors themselves ride as SCM_RIGHTS ancillary data on the send that carries
-# the frame's first byte, so they have always arrived by the time the frame is whole.
+# (u32 LE), how many descriptors belong to it (u16 LE) and where a message's
+# large body starts (u16 LE; 0: the frame is not in pieces).  The descriptors
+# themselves ride as SCM_RIGHTS ancillary data on the send that carries the
+# frame's first byte, so they have always arrived by the time the frame is whole.
+#
+# The split is set for a frame written in pieces (FrameData's tuple): the offset
+# of its middle piece.  A message's data then ends with that body -- a large
+# bytes value, or the encoding behind a call's head -- and the reader copies the
+# body out of the bytes read as an object of its own (see LargeMessage), the one
+# copy a receiver of a large bytes value then pays.
 
 PREFIX: Final = struct.Struct("<IHH")
 PREFIX_LEN: Final = PREFIX.size
 
 
-def frame_prefix(length: int, nfds: int = 0) -> bytes:
-    return PREFIX.pack(length, nfds, 0)
+def frame_prefix(length: int, nfds: int = 0, split: int = 0) -> bytes:
+    return PREFIX.pack(length, nfds, split if split <= 0xFFFF else 0)
 
 
 class FrameTooLarge(PayloadError):
     pass
+
+
+class LargeMessage:
+    """A message frame read whole, with a split in its header, taken apart where
+    it was read: the frame's fields, and its data as ``head`` then ``body``.
+
+    Only a message frame holding no resource is taken apart; ``body`` is one
+    copy out of the bytes read, the only one a receiver of a bytes value pays.
+    """
+
+    __slots__ = ("body", "frame", "head")
+
+    def __init__(self, frame: MessageFrame, head: bytes, body: bytes) -> None:
+        self.frame = frame  # its data is None: the data is head + body
+        self.head = head
+        self.body = body
+
+    def payload(self, inbound: Inbound | None) -> SplicedPayload:
+        payload = SplicedPayload(self.body, self.head)
+        if inbound is not None:
+            payload.charge = Charge(inbound, len(self.head) + len(self.body))
+        return payload
+
+
+def _copy_out(src: memoryview, start: int, end: int, split: int, nfds: int) -> ReadFrame:
+    """The frame at ``src[start:end]``, as an object of its own (no view of ``src``
+    survives: the buffer it views is reused)."""
+    if split and not nfds:
+        return _take_apart(src[start:end], split)
+    return bytes(src[start:end])
+
+
+def _take_apart(view: memoryview, split: int) -> FrameBytes | LargeMessage:
+    """A whole frame of the bytes read, ``split`` given: a :class:`LargeMessage`
+    when it is a message frame with no resource and the split falls in its data,
+    else the frame's bytes (a copy), for the node to decode and judge."""
+    # A message frame ends with its data's bytes, then its (empty) resources.
+    if (
+        len(view) < 3
+        or view[-1] != _EMPTY_ARRAY
+        or view[0] != _MESSAGE_FRAME_HEAD
+        or view[1] != _MESSAGE_TAG
+    ):
+        return bytes(view)
+    try:
+        frame = _frame_decoder.decode(view)
+    except msgspec.DecodeError:
+        return bytes(view)
+    if not isinstance(frame, MessageFrame) or frame.data is None or frame.resources:
+        return bytes(view)
+    data = frame.data
+    cut = split - (len(view) - 1 - len(data))
+    if not 0 <= cut <= len(data):
+        return bytes(view)
+    head = bytes(data[:cut])
+    body = bytes(data[cut:])
+    return LargeMessage(MessageFrame(frame.target, frame.seq, frame.close, None), head, body)
+
+
+_EMPTY_ARRAY: Final = 0x90
+_MESSAGE_FRAME_HEAD: Final = 0x96  # an array of a message frame's six fields
+_MESSAGE_TAG: Final = 1  # MessageFrame's tag (the first of them)
 
 
 # A frame at least this large that a read ends inside is finished in a buffer of
@@ -832,6 +942,7 @@ DIRECT_READ: Final = 32 * 1024
 DIRECT_READ_MAX: Final = 16 * 1024 * 1024
 
 FrameBytes = bytes | bytearray  # a whole frame, as the decoder returns it
+ReadFrame = FrameBytes | LargeMessage  # what the decoder returns for a frame
 
 
 class FrameDecoder:
@@ -870,7 +981,7 @@ class FrameDecoder:
         big = self._big
         return None if big is None else memoryview(big)[self._big_fill :]
 
-    def filled(self, count: int) -> list[tuple[FrameBytes, int]]:
+    def filled(self, count: int) -> list[tuple[ReadFrame, int]]:
         """``count`` bytes were read into :meth:`room`: the frame, once it is whole."""
         big = self._big
         assert big is not None
@@ -881,13 +992,13 @@ class FrameDecoder:
         self._big = None
         return [(big, self._big_fds)]
 
-    def feed(self, data: bytes | memoryview) -> list[tuple[FrameBytes, int]]:
+    def feed(self, data: bytes | memoryview) -> list[tuple[ReadFrame, int]]:
         # Each frame is copied once, straight out of the bytes read: the common
         # case (nothing left over from the last read) never copies the read into
         # the buffer first, and slicing a memoryview copies nothing by itself.
         if self.failed is not None:
             raise self.failed
-        frames: list[tuple[FrameBytes, int]] = []
+        frames: list[tuple[ReadFrame, int]] = []
         if self._big is not None:  # fed rather than read into room(): copy it there
             view = memoryview(data)
             take = min(len(self._big) - self._big_fill, len(view))
@@ -906,7 +1017,7 @@ class FrameDecoder:
         end_of_data = len(src)
         try:
             while end_of_data - pos >= PREFIX_LEN:
-                length, nfds, _reserved = PREFIX.unpack_from(src, pos)
+                length, nfds, split = PREFIX.unpack_from(src, pos)
                 if length > self.max_frame or nfds > self.max_fds:
                     try:
                         self._check(length, nfds, pos)
@@ -924,7 +1035,7 @@ class FrameDecoder:
                         self._big, self._big_fill, self._big_fds = big, got, nfds
                         pos = end_of_data
                     break
-                frames.append((bytes(src[pos + PREFIX_LEN : end]), nfds))
+                frames.append((_copy_out(src, pos + PREFIX_LEN, end, split, nfds), nfds))
                 pos = end
         finally:
             src.release()  # a bytearray cannot be resized while viewed
