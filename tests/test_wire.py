@@ -731,6 +731,104 @@ def test_a_split_the_frame_does_not_fit_leaves_the_frame_whole_for_the_node() ->
         decode_frame(garbage)
 
 
+def _read_like_the_transport(
+    dec: FrameDecoder, stream: bytes, cuts: list[int]
+) -> list[tuple[Any, int]]:
+    """Read ``stream`` in reads ending at ``cuts``: the rest of a large frame
+    straight into room(), what follows through one reused (overwritten) buffer."""
+    out: list[tuple[Any, int]] = []
+    scratch = bytearray(len(stream) + 1)
+    pos = 0
+    for cut in [*cuts, len(stream)]:
+        while pos < cut:
+            room = dec.room()
+            direct = 0
+            if room is not None:
+                direct = min(cut - pos, len(room))
+                room[:direct] = stream[pos : pos + direct]
+                room.release()
+                out += dec.filled(direct)
+            rest = cut - pos - direct
+            if rest:
+                scratch[:rest] = stream[pos + direct : cut]
+                out += dec.feed(memoryview(scratch)[:rest])
+                scratch[:] = b"\xee" * len(scratch)  # the next read lands here
+            pos = cut
+    return out
+
+
+_SPLICED_SIZES = st.sampled_from([BY_REFERENCE, DIRECT_READ - 1, DIRECT_READ + 7, 70_000])
+
+
+@settings(max_examples=60, deadline=None)  # large frames: time varies with the machine
+@given(st.lists(st.tuples(_SPLICED_SIZES, st.booleans()), max_size=6), st.data())
+def test_frames_in_pieces_come_out_whole_whatever_the_reads(
+    shapes: list[tuple[int, bool]], data: st.DataObject
+) -> None:
+    """Large messages written in pieces, each followed by a small frame, read in
+    any cuts: each comes out as the message that was sent, whether it was read
+    whole or finished in its own buffer (which the next one may reuse)."""
+    target = os.urandom(16)
+    values = [bytes([i]) * size for i, (size, _close) in enumerate(shapes)]
+    stream = b""
+    for seq, (value, (_size, close)) in enumerate(zip(values, shapes, strict=True)):
+        stream += _written(encode_spliced(target, seq, close, SplicedPayload(value)))
+        stream += frame_prefix(1) + b"s"
+    cuts = sorted(data.draw(st.lists(st.integers(0, len(stream)), max_size=12)))
+    out = _read_like_the_transport(FrameDecoder(), stream, cuts)
+    assert len(out) == 2 * len(values)
+    for seq, (value, (_size, close)) in enumerate(zip(values, shapes, strict=True)):
+        (large, nfds), (small, _) = out[2 * seq], out[2 * seq + 1]
+        assert isinstance(large, LargeMessage) and nfds == 0 and small == b"s"
+        assert large.frame == MessageFrame(target, seq, close, None)
+        assert large.body == value and large.head + large.body == msgspec.msgpack.encode(value)
+
+
+def test_the_buffer_of_a_large_frame_taken_apart_is_read_into_again() -> None:
+    """Two equal large messages, each finished in a buffer of its own: the second
+    reuses the first's buffer, and the first message, copied out, is unchanged."""
+    first, second = os.urandom(70_000), os.urandom(70_000)
+    target = os.urandom(16)
+    streams = [
+        _written(encode_spliced(target, i, False, SplicedPayload(v)))
+        for i, v in enumerate((first, second))
+    ]
+    dec = FrameDecoder()
+    buffers = []
+    got: list[tuple[Any, int]] = []
+    for stream in streams:
+        assert dec.feed(stream[:1000]) == []
+        room = dec.room()
+        assert room is not None
+        buffers.append(room.obj)
+        room[:] = stream[1000:]
+        room.release()
+        got += dec.filled(len(stream) - 1000)
+    assert buffers[0] is buffers[1]
+    assert [type(frame) for frame, _ in got] == [LargeMessage, LargeMessage]
+    assert [frame.body for frame, _ in got] == [first, second]
+    # A frame of another size, or one the split does not fit, gets a fresh buffer.
+    other = _written(encode_spliced(target, 2, False, SplicedPayload(os.urandom(80_000))))
+    assert dec.feed(other[:1000]) == []
+    room = dec.room()
+    assert room is not None and room.obj is not buffers[0]
+    room.release()
+
+
+def test_a_large_frame_with_descriptors_and_a_split_comes_out_whole() -> None:
+    value = os.urandom(70_000)
+    whole = frame_bytes(encode_spliced(os.urandom(16), 0, False, SplicedPayload(value)))
+    stream = frame_prefix(len(whole), 1, 40) + whole
+    dec = FrameDecoder()
+    assert dec.feed(stream[:1000]) == []
+    room = dec.room()
+    assert room is not None
+    room[:] = stream[1000:]
+    room.release()
+    [(frame, nfds)] = dec.filled(len(stream) - 1000)
+    assert frame == whole and nfds == 1
+
+
 def test_a_header_alone_cannot_make_the_decoder_allocate_a_huge_frame() -> None:
     dec = FrameDecoder()
     assert dec.feed(frame_prefix(DIRECT_READ_MAX + 1) + b"x") == []

@@ -940,6 +940,12 @@ _MESSAGE_TAG: Final = 1  # MessageFrame's tag (the first of them)
 # much more than a peer has sent.
 DIRECT_READ: Final = 32 * 1024
 DIRECT_READ_MAX: Final = 16 * 1024 * 1024
+# A large frame written in pieces and finished in its own buffer is taken apart
+# there too (see LargeMessage), which leaves the buffer unused: one of up to this
+# size is kept for the next frame of its size -- a stream of equal messages then
+# allocates and zeroes none (measured on a 64 KiB stream's child: the fresh
+# buffer was 3.5 % of its CPU).
+SPARE_MAX: Final = 1024 * 1024
 
 FrameBytes = bytes | bytearray  # a whole frame, as the decoder returns it
 ReadFrame = FrameBytes | LargeMessage  # what the decoder returns for a frame
@@ -956,13 +962,27 @@ class FrameDecoder:
     reader that fills part of it reports that with :meth:`filled`.
     """
 
-    __slots__ = ("_big", "_big_fds", "_big_fill", "_buf", "failed", "max_fds", "max_frame")
+    __slots__ = (
+        "_big",
+        "_big_fds",
+        "_big_fill",
+        "_big_split",
+        "_buf",
+        "_spare",
+        "failed",
+        "max_fds",
+        "max_frame",
+    )
 
     def __init__(self, max_frame: int = DEFAULT_MAX_FRAME, max_fds: int = DEFAULT_MAX_FDS) -> None:
         self._buf = bytearray()
         self._big: bytearray | None = None  # a large frame being completed in place
         self._big_fill = 0
         self._big_fds = 0
+        self._big_split = 0
+        # The buffer of the last large frame taken apart (nothing refers to it):
+        # the next one of its size is read into it, not into a fresh, zeroed one.
+        self._spare: bytearray | None = None
         self.max_frame = max_frame
         self.max_fds = max_fds
         # Set when a bad header follows good frames in one read: those frames are
@@ -990,7 +1010,20 @@ class FrameDecoder:
         if self._big_fill < len(big):
             return []
         self._big = None
+        if self._big_split and not self._big_fds:
+            # Taken apart, the frame is copies of its own: its buffer is free again.
+            frame = _take_apart(memoryview(big), self._big_split)
+            if len(big) <= SPARE_MAX:
+                self._spare = big
+            return [(frame, 0)]
         return [(big, self._big_fds)]
+
+    def _new_big(self, length: int) -> bytearray:
+        spare = self._spare
+        if spare is not None and len(spare) == length:
+            self._spare = None
+            return spare
+        return bytearray(length)
 
     def feed(self, data: bytes | memoryview) -> list[tuple[ReadFrame, int]]:
         # Each frame is copied once, straight out of the bytes read: the common
@@ -1030,9 +1063,10 @@ class FrameDecoder:
                 if end_of_data < end:
                     if DIRECT_READ <= length <= DIRECT_READ_MAX:
                         got = end_of_data - pos - PREFIX_LEN
-                        big = bytearray(length)
+                        big = self._new_big(length)
                         big[:got] = src[pos + PREFIX_LEN : end_of_data]
                         self._big, self._big_fill, self._big_fds = big, got, nfds
+                        self._big_split = split
                         pos = end_of_data
                     break
                 frames.append((_copy_out(src, pos + PREFIX_LEN, end, split, nfds), nfds))
