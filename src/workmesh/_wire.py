@@ -892,14 +892,6 @@ class LargeMessage:
         return payload
 
 
-def _copy_out(src: memoryview, start: int, end: int, split: int, nfds: int) -> ReadFrame:
-    """The frame at ``src[start:end]``, as an object of its own (no view of ``src``
-    survives: the buffer it views is reused)."""
-    if split and not nfds:
-        return _take_apart(src[start:end], split)
-    return bytes(src[start:end])
-
-
 def _take_apart(view: memoryview, split: int) -> FrameBytes | LargeMessage:
     """A whole frame of the bytes read, ``split`` given: a :class:`LargeMessage`
     when it is a message frame with no resource and the split falls in its data,
@@ -1069,7 +1061,16 @@ class FrameDecoder:
                         self._big_split = split
                         pos = end_of_data
                     break
-                frames.append((_copy_out(src, pos + PREFIX_LEN, end, split, nfds), nfds))
+                # Each frame a copy of its own (no view of src survives: its
+                # buffer is reused); one written in pieces is taken apart here.
+                frames.append(
+                    (
+                        _take_apart(src[pos + PREFIX_LEN : end], split)
+                        if split and not nfds
+                        else bytes(src[pos + PREFIX_LEN : end]),
+                        nfds,
+                    )
+                )
                 pos = end
         finally:
             src.release()  # a bytearray cannot be resized while viewed
