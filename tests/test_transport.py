@@ -27,6 +27,7 @@ from workmesh._node import LocalNode, Port
 from workmesh._transport import Connection, IoLoop
 from workmesh._wire import (
     BY_REFERENCE,
+    TAKE_APART_FROM,
     Payload,
     ReadFrame,
     SplicedPayload,
@@ -155,13 +156,13 @@ def test_large_values_sent_by_reference_arrive_whole_and_in_order(io: IoLoop) ->
 
 
 def test_a_large_value_arrives_in_its_pieces_copied_once(io: IoLoop) -> None:
-    """A frame written in pieces and read whole (below the direct-read size, it is
-    always read whole) arrives as the pieces: the value is one bytes object of its
-    own, which a bytes receiver gets as it is."""
+    """A large frame written in pieces arrives as the pieces, read whole or
+    finished in a buffer of its own: the value is one bytes object of its own,
+    which a bytes receiver gets as it is."""
     pair = Pair(io)
     inbox = Inbox()
     pair.pb.set_handler(inbox)
-    values = [os.urandom(BY_REFERENCE + i) for i in range(20)]
+    values = [os.urandom(TAKE_APART_FROM + i) for i in range(20)]
     for value in values:
         pair.pa.send(SplicedPayload(value))
     got = inbox.wait_for(len(values))
@@ -188,6 +189,32 @@ def test_large_values_to_a_channel_arrive_whole_and_give_their_bytes_back(io: Io
     assert asyncio.run(exchange()) == values
     gc.collect()
     assert pair.cb._inbound.pending() == 0
+    pair.close()
+
+
+def test_large_values_waiting_unread_are_charged_to_the_link_until_dropped(io: IoLoop) -> None:
+    """Values read in their pieces count against the connection's pending bytes
+    while they wait in a receiver's queue, and are given back when it goes."""
+    pair = Pair(io)
+    rx = receiver_from_port(pair.pb, bytes)
+    tx = sender_from_port(pair.pa, bytes)
+    values = [os.urandom(TAKE_APART_FROM + i) for i in range(10)]
+    for value in values:
+        tx.send(value)
+    ida, idb = new_port_id(), new_port_id()  # a second stream on the same link
+    marker_a = pair.a.bootstrap_port(ida, (pair.b.id, idb))
+    marker_b = pair.b.bootstrap_port(idb, (pair.a.id, ida))
+    marker = Inbox()
+    marker_b.set_handler(marker)
+    marker_a.send(Payload(b"after"))
+    marker.wait_for(1)  # frames are delivered in link order: the values are all queued
+    marker.items.clear()
+    assert pair.cb._inbound.pending() >= sum(map(len, values))
+    assert rx.recv_blocking(timeout=10) == values[0]
+    rx.close()
+    gc.collect()
+    assert pair.cb._inbound.pending() == 0
+    tx.close()
     pair.close()
 
 

@@ -69,13 +69,13 @@ from ._frames import (
 )
 from ._ids import ZERO_ID, NodeId, PortId, new_node_id, new_port_id, node_name, port_name
 from ._wire import (
+    Charge,
     Data,
     FrameBytes,
     FrameData,
     Inbound,
     InboundPayload,
     InboundRunPayload,
-    LargeMessage,
     MessageRun,
     Payload,
     ReadFrame,
@@ -1107,10 +1107,12 @@ class LocalNode:
     def _receive(
         self, source: NodeId, data: ReadFrame, fds: list[OwnedFd], inbound: Inbound | None
     ) -> None:
-        large: LargeMessage | None = None
-        if type(data) is LargeMessage:  # decoded where it was read, its data in pieces
-            large = data
-            frame: Frame = data.frame
+        large: SplicedPayload | None = None
+        frame: Frame
+        if type(data) is tuple:  # a LargeMessage: decoded where it was read, in pieces
+            frame, large = data
+            if inbound is not None:
+                large.charge = Charge(inbound, len(large.head) + len(large.body))
         else:
             try:
                 frame = decode_frame(cast(FrameBytes, data))
@@ -1160,7 +1162,7 @@ class LocalNode:
             body = frame.data
             payload: Payload | None = None
             if large is not None:
-                payload = large.payload(inbound)
+                payload = large
             elif body is not None:
                 payload = (
                     InboundPayload(body, [], inbound) if inbound is not None else Payload(body, [])
@@ -1174,8 +1176,8 @@ class LocalNode:
                 self._on_close(port)
             return
         if large is not None:  # (a MessageFrame holding no resource)
-            payload = large.payload(inbound)
-            event = _Event(MESSAGE, large.frame.seq, payload=payload, close=large.frame.close)
+            assert type(frame) is MessageFrame
+            event = _Event(MESSAGE, frame.seq, payload=large, close=frame.close)
             self._work.append((port, event))
             return
         self._work.append((port, self._from_frame(source, frame, fds, inbound)))
