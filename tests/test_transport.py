@@ -18,7 +18,15 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from tests.helpers.build import python_only
-from workmesh import ChannelClosed, ChannelFailed, NodeError, OwnedFd, Receiver, Sender
+from workmesh import (
+    ChannelClosed,
+    ChannelFailed,
+    Message,
+    NodeError,
+    OwnedFd,
+    Receiver,
+    Sender,
+)
 from workmesh import _transport as transport
 from workmesh._channel._mpsc import receiver_from_port, sender_from_port
 from workmesh._frames import Limits
@@ -215,6 +223,26 @@ def test_large_values_waiting_unread_are_charged_to_the_link_until_dropped(io: I
     gc.collect()
     assert pair.cb._inbound.pending() == 0
     tx.close()
+    pair.close()
+
+
+def test_large_values_received_as_messages_no_longer_count_against_the_link(
+    io: IoLoop,
+) -> None:
+    """A large value taken as a type-erased Message keeps its pieces, but once
+    received it is the holder's: kept Messages charge the connection nothing."""
+    pair = Pair(io)
+    rx = receiver_from_port(pair.pb, Message)
+    tx = sender_from_port(pair.pa, bytes)
+    values = [os.urandom(TAKE_APART_FROM + i) for i in range(5)]
+    for value in values:
+        tx.send(value)
+    kept = [rx.recv_blocking(timeout=10) for _ in values]
+    gc.collect()
+    assert pair.cb._inbound.pending() == 0
+    assert [message.parse(bytes) for message in kept] == values
+    tx.close()
+    rx.close()
     pair.close()
 
 

@@ -151,23 +151,18 @@ class Payload:
 BY_REFERENCE: Final = 16 * 1024
 
 
+_BIN8: Final = struct.Struct(">BB")
 _BIN16: Final = struct.Struct(">BH")
 _BIN32: Final = struct.Struct(">BI")
 
 
-def _large_bin_header(size: int) -> bytes:
-    """:func:`_bin_header` for ``size`` of 256 or more (C calls only: on a
-    receiver's path).  Smaller sizes get a header no encoder makes, so a
-    comparison with it fails, as it may."""
-    return _BIN32.pack(0xC6, size) if size > 0xFFFF else _BIN16.pack(0xC5, size)
-
-
 def _bin_header(size: int) -> bytes:
-    if size < 0x100:
-        return b"\xc4" + size.to_bytes(1, "big")
-    if size < 0x10000:
-        return b"\xc5" + size.to_bytes(2, "big")
-    return b"\xc6" + size.to_bytes(4, "big")
+    """msgpack's header of a bin of ``size`` bytes, as msgspec makes it."""
+    if size > 0xFFFF:
+        return _BIN32.pack(0xC6, size)
+    if size > 0xFF:
+        return _BIN16.pack(0xC5, size)
+    return _BIN8.pack(0xC4, size)
 
 
 class SplicedPayload(Payload):
@@ -562,7 +557,10 @@ class Codec:
     def decode(self, payload: Payload) -> Any:
         if self.type is Message:
             if type(payload) is SplicedPayload and not payload.resources:
-                return Message._from_payload(payload)  # kept in its pieces, not joined
+                # Kept in its pieces, not joined.  It is received now: it no longer
+                # counts against its connection, however long the Message is kept.
+                payload.charge = None
+                return Message._from_payload(payload)
             resources = [_travelling(res) for res in payload.take_resources()]
             return Message._from_payload(Payload(encoding_of(payload), resources))
         if not payload.resources and _state.dec is _NO_RESOURCES:
@@ -571,7 +569,7 @@ class Codec:
             if (
                 type(payload) is SplicedPayload
                 and self._bin_as_bytes
-                and payload.head == _large_bin_header(len(payload.body))
+                and payload.head == _bin_header(len(payload.body))
             ):
                 # A large bytes value in its pieces: the value is the body, already
                 # a bytes object of its own -- decoding would copy it once more.
