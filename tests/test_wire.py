@@ -33,6 +33,7 @@ from workmesh._wire import (
     decode_frame,
     encode_frame,
     encode_spliced,
+    encoding_of,
     frame_bytes,
     frame_prefix,
     message_frame,
@@ -638,6 +639,17 @@ def test_a_call_head_before_the_body_stays_in_the_head_piece() -> None:
     assert nfds == 0
     _frame, payload = _apart(large)
     assert payload.head == head and payload.body == encoding
+
+
+def test_a_payload_whose_head_was_taken_off_is_its_body_not_a_copy() -> None:
+    """A received call's request is left with an empty head once the call head
+    is taken off: its encoding is then the body object itself (the compiled
+    build copied it, joining an empty head)."""
+    encoding = msgspec.msgpack.encode([1, os.urandom(TAKE_APART_FROM)])
+    payload = SplicedPayload(encoding, b"")
+    assert encoding_of(payload) is encoding
+    assert payload.data is encoding
+    assert encoding_of(SplicedPayload(encoding, b"\x91")) == b"\x91" + encoding
 
 
 def test_a_value_read_in_pieces_decodes_as_usual_where_bytes_is_not_the_type() -> None:

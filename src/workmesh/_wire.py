@@ -193,7 +193,7 @@ class SplicedPayload(Payload):
 
     @property
     def data(self) -> bytes:  # type: ignore[override]  # computed from the pieces stored
-        return self.head + self.body
+        return _joined(self.head, self.body)
 
 
 def encoding_of(payload: Payload) -> Data:
@@ -201,8 +201,15 @@ def encoding_of(payload: Payload) -> Data:
     property a :class:`SplicedPayload` computes it with (mypyc reads the base
     class's slot, which a spliced payload never sets)."""
     if type(payload) is SplicedPayload:
-        return payload.head + payload.body
+        return _joined(payload.head, payload.body)
     return payload.data
+
+
+def _joined(head: bytes, body: bytes) -> bytes:
+    # A received call's request is left with an empty head once its call head is
+    # taken off: the encoding is then the body itself.  (Compiled code joins
+    # bytes by copying even when one side is empty.)
+    return head + body if head else body
 
 
 class Inbound:
