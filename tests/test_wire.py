@@ -22,6 +22,7 @@ from workmesh._wire import (
     BY_REFERENCE,
     DIRECT_READ,
     DIRECT_READ_MAX,
+    SPARE_MAX,
     TAKE_APART_FROM,
     Codec,
     FrameDecoder,
@@ -818,12 +819,31 @@ def test_the_buffer_of_a_large_frame_taken_apart_is_read_into_again() -> None:
         got += dec.filled(len(stream) - 1000)
     assert buffers[0] is buffers[1]
     assert [_apart(frame)[1].body for frame, _ in got] == [first, second]
-    # A frame of another size, or one the split does not fit, gets a fresh buffer.
+    # A frame of another size gets a fresh buffer.
     other = _written(encode_spliced(target, 2, False, SplicedPayload(os.urandom(80_000))))
     assert dec.feed(other[:1000]) == []
     room = dec.room()
     assert room is not None and room.obj is not buffers[0]
     room.release()
+
+
+def test_no_buffer_larger_than_spare_max_is_kept() -> None:
+    """What an idle connection keeps is bounded: a larger frame's buffer goes."""
+    value = os.urandom(SPARE_MAX)  # its frame is a little larger
+    target = os.urandom(16)
+    buffers = []
+    dec = FrameDecoder()
+    for seq in range(2):
+        stream = _written(encode_spliced(target, seq, False, SplicedPayload(value)))
+        assert dec.feed(stream[:1000]) == []
+        room = dec.room()
+        assert room is not None
+        buffers.append(room.obj)
+        room[:] = stream[1000:]
+        room.release()
+        [(frame, _)] = dec.filled(len(stream) - 1000)
+        assert _apart(frame)[1].body == value
+    assert buffers[0] is not buffers[1]
 
 
 def test_a_large_frame_with_descriptors_and_a_split_comes_out_whole() -> None:

@@ -942,8 +942,9 @@ DIRECT_READ_MAX: Final = 16 * 1024 * 1024
 # there too (see LargeMessage), which leaves the buffer unused: one of up to this
 # size is kept for the next frame of its size -- a stream of equal messages then
 # allocates and zeroes none (measured on a 64 KiB stream's child: the fresh
-# buffer was 3.5 % of its CPU).
-SPARE_MAX: Final = 1024 * 1024
+# buffer was 3.5 % of its CPU).  Up to the size of a connection's read buffer,
+# so what an idle connection holds at most doubles.
+SPARE_MAX: Final = 256 * 1024
 
 FrameBytes = bytes | bytearray  # a whole frame, as the decoder returns it
 ReadFrame = FrameBytes | LargeMessage  # what the decoder returns for a frame
