@@ -163,6 +163,19 @@ def test_large_values_sent_by_reference_arrive_whole_and_in_order(io: IoLoop) ->
     pair.close()
 
 
+def wait_until_delivered(pair: Pair) -> None:
+    """Return once b has been handed everything a sent before: a marker on a
+    second stream of the same link comes after it (frames keep link order)."""
+    ida, idb = new_port_id(), new_port_id()
+    marker_a = pair.a.bootstrap_port(ida, (pair.b.id, idb))
+    marker_b = pair.b.bootstrap_port(idb, (pair.a.id, ida))
+    marker = Inbox()
+    marker_b.set_handler(marker)
+    marker_a.send(Payload(b"after"))
+    marker.wait_for(1)
+    marker.items.clear()  # (a payload kept counts against the link)
+
+
 def test_a_large_value_arrives_in_its_pieces_copied_once(io: IoLoop) -> None:
     """A large frame written in pieces arrives as the pieces, read whole or
     finished in a buffer of its own: the value is one bytes object of its own,
@@ -209,14 +222,7 @@ def test_large_values_waiting_unread_are_charged_to_the_link_until_dropped(io: I
     values = [os.urandom(TAKE_APART_FROM + i) for i in range(10)]
     for value in values:
         tx.send(value)
-    ida, idb = new_port_id(), new_port_id()  # a second stream on the same link
-    marker_a = pair.a.bootstrap_port(ida, (pair.b.id, idb))
-    marker_b = pair.b.bootstrap_port(idb, (pair.a.id, ida))
-    marker = Inbox()
-    marker_b.set_handler(marker)
-    marker_a.send(Payload(b"after"))
-    marker.wait_for(1)  # frames are delivered in link order: the values are all queued
-    marker.items.clear()
+    wait_until_delivered(pair)
     assert pair.cb._inbound.pending() >= sum(map(len, values))
     assert rx.recv_blocking(timeout=10) == values[0]
     rx.close()
@@ -478,15 +484,8 @@ def test_a_run_read_in_part_then_dropped_gives_its_bytes_back(io: IoLoop) -> Non
             tx.send(i)
         tx.send(-1)
 
-    ida, idb = new_port_id(), new_port_id()  # a second stream on the same link
-    marker_a = pair.a.bootstrap_port(ida, (pair.b.id, idb))
-    marker_b = pair.b.bootstrap_port(idb, (pair.a.id, ida))
-    marker = Inbox()
-    marker_b.set_handler(marker)
     asyncio.run(burst())
-    marker_a.send(Payload(b"after"))
-    marker.wait_for(1)  # frames are delivered in link order: the burst is all queued
-    marker.items.clear()
+    wait_until_delivered(pair)
     got = [rx.recv_blocking(timeout=10) for _ in range(10)]
     assert got == list(range(10))
     assert pair.cb._inbound.pending() > 0  # the rest waits, charged to the link

@@ -797,6 +797,18 @@ def test_frames_in_pieces_come_out_whole_whatever_the_reads(
             assert decode_frame(large) == MessageFrame(target, seq, close, encoding)
 
 
+def _finish_in_own_buffer(dec: FrameDecoder, stream: bytes) -> tuple[object, list[Any]]:
+    """Feed one large frame's start, read its rest into room(): the buffer it was
+    finished in, and what the decoder returned."""
+    assert dec.feed(stream[:1000]) == []
+    room = dec.room()
+    assert room is not None
+    buffer = room.obj
+    room[:] = stream[1000:]
+    room.release()
+    return buffer, dec.filled(len(stream) - 1000)
+
+
 def test_the_buffer_of_a_large_frame_taken_apart_is_read_into_again() -> None:
     """Two equal large messages, each finished in a buffer of its own: the second
     reuses the first's buffer, and the first message, copied out, is unchanged."""
@@ -810,13 +822,9 @@ def test_the_buffer_of_a_large_frame_taken_apart_is_read_into_again() -> None:
     buffers = []
     got: list[tuple[Any, int]] = []
     for stream in streams:
-        assert dec.feed(stream[:1000]) == []
-        room = dec.room()
-        assert room is not None
-        buffers.append(room.obj)
-        room[:] = stream[1000:]
-        room.release()
-        got += dec.filled(len(stream) - 1000)
+        buffer, frames = _finish_in_own_buffer(dec, stream)
+        buffers.append(buffer)
+        got += frames
     assert buffers[0] is buffers[1]
     assert [_apart(frame)[1].body for frame, _ in got] == [first, second]
     # A frame of another size gets a fresh buffer.
@@ -835,13 +843,8 @@ def test_no_buffer_larger_than_spare_max_is_kept() -> None:
     dec = FrameDecoder()
     for seq in range(2):
         stream = _written(encode_spliced(target, seq, False, SplicedPayload(value)))
-        assert dec.feed(stream[:1000]) == []
-        room = dec.room()
-        assert room is not None
-        buffers.append(room.obj)
-        room[:] = stream[1000:]
-        room.release()
-        [(frame, _)] = dec.filled(len(stream) - 1000)
+        buffer, [(frame, _)] = _finish_in_own_buffer(dec, stream)
+        buffers.append(buffer)
         assert _apart(frame)[1].body == value
     assert buffers[0] is not buffers[1]
 
@@ -850,13 +853,7 @@ def test_a_large_frame_with_descriptors_and_a_split_comes_out_whole() -> None:
     value = os.urandom(70_000)
     whole = frame_bytes(encode_spliced(os.urandom(16), 0, False, SplicedPayload(value)))
     stream = frame_prefix(len(whole), 1, 40) + whole
-    dec = FrameDecoder()
-    assert dec.feed(stream[:1000]) == []
-    room = dec.room()
-    assert room is not None
-    room[:] = stream[1000:]
-    room.release()
-    [(frame, nfds)] = dec.filled(len(stream) - 1000)
+    _buffer, [(frame, nfds)] = _finish_in_own_buffer(FrameDecoder(), stream)
     assert frame == whole and nfds == 1
 
 
