@@ -14,6 +14,7 @@ import termios
 import threading
 import time
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 
@@ -213,15 +214,24 @@ def test_large_values_to_a_channel_arrive_whole_and_give_their_bytes_back(io: Io
     pair.close()
 
 
+def send_large_values(
+    pair: Pair, tp: Any, count: int
+) -> tuple[Receiver[Any], Sender[bytes], list[bytes]]:
+    """A channel from a to b received as ``tp``, and ``count`` large values sent on
+    it (each large enough to be taken apart when read whole)."""
+    rx = receiver_from_port(pair.pb, tp)
+    tx = sender_from_port(pair.pa, bytes)
+    values = [os.urandom(TAKE_APART_FROM + i) for i in range(count)]
+    for value in values:
+        tx.send(value)
+    return rx, tx, values
+
+
 def test_large_values_waiting_unread_are_charged_to_the_link_until_dropped(io: IoLoop) -> None:
     """Values read in their pieces count against the connection's pending bytes
     while they wait in a receiver's queue, and are given back when it goes."""
     pair = Pair(io)
-    rx = receiver_from_port(pair.pb, bytes)
-    tx = sender_from_port(pair.pa, bytes)
-    values = [os.urandom(TAKE_APART_FROM + i) for i in range(10)]
-    for value in values:
-        tx.send(value)
+    rx, tx, values = send_large_values(pair, bytes, 10)
     wait_until_delivered(pair)
     assert pair.cb._inbound.pending() >= sum(map(len, values))
     assert rx.recv_blocking(timeout=10) == values[0]
@@ -238,11 +248,7 @@ def test_large_values_received_as_messages_no_longer_count_against_the_link(
     """A large value taken as a type-erased Message keeps its pieces, but once
     received it is the holder's: kept Messages charge the connection nothing."""
     pair = Pair(io)
-    rx = receiver_from_port(pair.pb, Message)
-    tx = sender_from_port(pair.pa, bytes)
-    values = [os.urandom(TAKE_APART_FROM + i) for i in range(5)]
-    for value in values:
-        tx.send(value)
+    rx, tx, values = send_large_values(pair, Message, 5)
     kept = [rx.recv_blocking(timeout=10) for _ in values]
     gc.collect()
     assert pair.cb._inbound.pending() == 0
