@@ -336,8 +336,9 @@ class ReplyMux:
 
     # PortHandler: runs under the node lock; settles a waiting call.
     def port_message(self, port: Port, payload: Payload, wakes: list[Any]) -> None:
-        # A large answer by reference from this process keeps its pieces (the
-        # reply head is in front of the value's own head): no joined copy here.
+        # A large answer in pieces -- by reference from this process, or read in
+        # them from another -- keeps them (the reply head is in front of the
+        # value's own head): no joined copy here.
         data = leading(payload)
         head = bytes(data[:3]) if len(data) >= _REPLY_SIZE else b""
         if head not in (REPLY, CLOSED, REHOME):
