@@ -886,6 +886,70 @@ def test_a_spin_reads_the_answer_itself(io: IoLoop, monkeypatch: pytest.MonkeyPa
     pair.close()
 
 
+def test_a_write_from_a_plain_thread_has_the_home_loop_spin_for_the_answer(
+    io: IoLoop, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A plain thread (a sync worker) writes; the loop that reads for it is asked
+    to spin, and the answer is read and delivered there by the spin.  With
+    spinning off, a thread's write asks for nothing."""
+    pair = spinning_pair(io, monkeypatch, 30 * 10**9, Echo())  # a: read by the I/O thread
+    answers = ThreadInbox()  # on b, read on the home loop
+    pair.pb.set_handler(answers)
+    due: list[bool] = []  # a spin due right after each thread's write
+
+    def from_a_thread(data: bytes) -> None:
+        thread = threading.Thread(target=pair.pb.send, args=(Payload(data),))
+        thread.start()
+        thread.join(10)
+        assert not thread.is_alive()
+        due.append(pair.cb._spin_due)
+
+    async def homed() -> None:
+        loop = asyncio.get_running_loop()
+        pair.cb.adopt()
+        for i in range(5):
+            from_a_thread(b"%d" % i)  # the loop has had no turn since
+            wait_readable(pair.cb.sock)  # the answer is there, and nothing has read it
+            pair.cb._spin(loop)  # the spin the thread asked for, come now
+            assert len(answers.items) == i + 1  # delivered within the spin
+            await a_turn()  # the call the thread scheduled finds the answer read
+        monkeypatch.setattr(transport, "SPIN_NS", 0)
+        from_a_thread(b"off")
+        await answers_arrive(loop, answers, 6)
+        pair.cb.leave_home()
+
+    with uvloop_runner() as runner:
+        runner.run(homed())
+    assert due == [True] * 5 + [False]
+    assert [p.data for p in answers.items] == [b"answer to %d" % i for i in range(5)] + [
+        b"answer to off"
+    ]
+    assert set(answers.threads) == {threading.get_ident()}
+    assert (pair.cb.spins, pair.cb.spin_reads) == (5, 5)
+    pair.close()
+
+
+async def answers_arrive(loop: asyncio.AbstractEventLoop, inbox: ThreadInbox, count: int) -> None:
+    """Until ``inbox`` holds ``count`` messages, the loop reading as it does."""
+    arrived: asyncio.Future[None] = loop.create_future()
+    inbox.when_count(count, lambda: arrived.set_result(None))
+    await asyncio.wait_for(arrived, 10)
+
+
+def test_a_thread_asking_a_closed_home_loop_to_spin_is_not_hurt(
+    io: IoLoop, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The loop that read for the thread has closed: no spin is left due, and a
+    later write may ask again."""
+    pair = spinning_pair(io, monkeypatch, 10**6, Inbox())
+    closed = asyncio.new_event_loop()
+    closed.close()
+    pair.cb._spin_soon(closed, from_thread=True)
+    assert not pair.cb._spin_due
+    assert pair.cb._spin_skips == 0
+    pair.close()
+
+
 def test_spins_that_find_nothing_back_off(io: IoLoop, monkeypatch: pytest.MonkeyPatch) -> None:
     """A peer that does not answer: the first write spins for its whole budget and
     finds nothing, then writes spin ever more rarely (after 1, 3, 7 ... writes)."""
