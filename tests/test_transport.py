@@ -889,44 +889,77 @@ def test_a_spin_reads_the_answer_itself(io: IoLoop, monkeypatch: pytest.MonkeyPa
 def test_a_write_from_a_plain_thread_has_the_home_loop_spin_for_the_answer(
     io: IoLoop, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A plain thread (a sync worker) writes; the loop that reads for it is asked
-    to spin, and the answer is read and delivered there by the spin.  With
-    spinning off, a thread's write asks for nothing."""
+    """A plain thread (a sync worker) answers what the home loop read; the loop
+    is asked to spin, and what comes back is read and delivered there by the
+    spin.  With spinning off, a thread's write asks for nothing."""
     pair = spinning_pair(io, monkeypatch, 30 * 10**9, Echo())  # a: read by the I/O thread
     answers = ThreadInbox()  # on b, read on the home loop
     pair.pb.set_handler(answers)
     due: list[bool] = []  # a spin due right after each thread's write
 
-    def from_a_thread(data: bytes) -> None:
-        thread = threading.Thread(target=pair.pb.send, args=(Payload(data),))
-        thread.start()
-        thread.join(10)
-        assert not thread.is_alive()
-        due.append(pair.cb._spin_due)
-
     async def homed() -> None:
         loop = asyncio.get_running_loop()
         pair.cb.adopt()
+        pair.pa.send(Payload(b"first request"))
+        wait_readable(pair.cb.sock)
+        pair.cb._home_readable()  # as the loop's reader does: the thread's answer follows
         for i in range(5):
-            from_a_thread(b"%d" % i)  # the loop has had no turn since
-            wait_readable(pair.cb.sock)  # the answer is there, and nothing has read it
+            due.append(from_a_thread(pair.cb, pair.pb, b"%d" % i))  # no loop turn since
+            wait_readable(pair.cb.sock)  # what comes back is there, and nothing has read it
             pair.cb._spin(loop)  # the spin the thread asked for, come now
-            assert len(answers.items) == i + 1  # delivered within the spin
-            await a_turn()  # the call the thread scheduled finds the answer read
+            assert len(answers.items) == i + 2  # delivered within the spin
+            await a_turn()  # the call the thread scheduled finds it read: passes over
         monkeypatch.setattr(transport, "SPIN_NS", 0)
-        from_a_thread(b"off")
-        await answers_arrive(loop, answers, 6)
+        due.append(from_a_thread(pair.cb, pair.pb, b"off"))
+        await answers_arrive(loop, answers, 7)
         pair.cb.leave_home()
 
     with uvloop_runner() as runner:
         runner.run(homed())
     assert due == [True] * 5 + [False]
-    assert [p.data for p in answers.items] == [b"answer to %d" % i for i in range(5)] + [
-        b"answer to off"
-    ]
+    want = [b"first request"] + [b"answer to %d" % i for i in range(5)] + [b"answer to off"]
+    assert [p.data for p in answers.items] == want
     assert set(answers.threads) == {threading.get_ident()}
     assert (pair.cb.spins, pair.cb.spin_reads) == (5, 5)
     pair.close()
+
+
+def test_a_plain_threads_stream_of_writes_asks_for_one_spin(
+    io: IoLoop, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Only a thread's write that follows a read by the home loop asks it to
+    spin: the rest of a stream from the thread asks for nothing (not even a turn
+    of the back-off), until the loop reads again."""
+    inbox = Inbox()  # on a: takes everything, answers nothing
+    pair = spinning_pair(io, monkeypatch, 10**6, inbox)  # 1 ms
+    due: list[bool] = []
+
+    async def homed() -> None:
+        pair.cb.adopt()
+        pair.pa.send(Payload(b"request"))
+        wait_readable(pair.cb.sock)
+        pair.cb._home_readable()
+        for i in range(10):
+            due.append(from_a_thread(pair.cb, pair.pb, b"%d" % i))
+            await a_turn()  # the spin, if one was due, has run (and found nothing)
+        pair.cb.leave_home()
+
+    with uvloop_runner() as runner:
+        runner.run(homed())
+    assert due == [True] + [False] * 9
+    assert (pair.cb.spins, pair.cb.spin_reads, pair.cb._spin_skips) == (1, 0, 1)
+    assert [p.data for p in inbox.wait_for(10)] == [b"%d" % i for i in range(10)]
+    pair.close()
+
+
+def from_a_thread(conn: Connection, port: Port, data: bytes) -> bool:
+    """Send ``data`` on ``port`` from a plain thread of its own; then whether
+    ``conn`` has a spin due."""
+    thread = threading.Thread(target=port.send, args=(Payload(data),))
+    thread.start()
+    thread.join(10)
+    assert not thread.is_alive()
+    return conn._spin_due
 
 
 async def answers_arrive(loop: asyncio.AbstractEventLoop, inbox: ThreadInbox, count: int) -> None:

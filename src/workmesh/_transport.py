@@ -294,6 +294,7 @@ class Connection:
         self._spin_skips = 0  # writes left to make without spinning (backing off)
         self._spin_backoff = 0
         self._spin_mark = 0  # _home_reads when the spin became due
+        self._thread_mark = 0  # _home_reads at the last plain thread write that might spin
         self._probe: Any = None  # a poll object on the socket, made at the first spin
         self.spins = 0  # diagnostics: spins begun, and those that found data
         self.spin_reads = 0
@@ -433,7 +434,10 @@ class Connection:
             mark = self._home_reads
             self._flush()
             home = self._home
-            if home is not None:
+            # Only for a write that follows a read by the home loop (an answer to
+            # what it read): a thread's stream of writes would find nothing.
+            if home is not None and mark != self._thread_mark:
+                self._thread_mark = mark
                 self._spin_soon(home, mark, from_thread=True)
             return
         # A coroutine that sends several messages in one turn of its loop (a
