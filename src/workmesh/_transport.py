@@ -294,7 +294,6 @@ class Connection:
         self._spin_skips = 0  # writes left to make without spinning (backing off)
         self._spin_backoff = 0
         self._spin_mark = 0  # _home_reads when the spin became due
-        self._thread_mark = 0  # _home_reads at the last plain thread write that might spin
         self._probe: Any = None  # a poll object on the socket, made at the first spin
         self.spins = 0  # diagnostics: spins begun, and those that found data
         self.spin_reads = 0
@@ -431,14 +430,7 @@ class Connection:
             return
         loop = asyncio._get_running_loop()
         if loop is None:  # a plain thread: write now
-            mark = self._home_reads
             self._flush()
-            home = self._home
-            # Only for a write that follows a read by the home loop (an answer to
-            # what it read): a thread's stream of writes would find nothing.
-            if home is not None and mark != self._thread_mark:
-                self._thread_mark = mark
-                self._spin_soon(home, mark, from_thread=True)
             return
         # A coroutine that sends several messages in one turn of its loop (a
         # stream) gets one write for all of them: the first is written at once (a
@@ -507,32 +499,17 @@ class Connection:
     # for the spin: no longer than SPIN_NS, and never when callbacks are already
     # ready (asyncio's loop says so; uvloop's does not, and gets the bound alone).
     # Every SPIN_YIELD_EVERY polls the spinner offers its CPU to other threads.
-    #
-    # A plain thread's write (a sync worker's answer) has the home loop spin too:
-    # that loop reads for the thread, and would otherwise sleep in its selector
-    # until the next request woke it.  The thread asks for the spin after its write
-    # has gone, so the loop's wake-up overlaps the peer's work on the answer.
 
-    def _spin_soon(
-        self, loop: asyncio.AbstractEventLoop, mark: int = -1, *, from_thread: bool = False
-    ) -> None:
-        """A frame just went out, from ``loop`` or (``from_thread``) from a plain
-        thread while ``loop`` was home: spin there for the answer?  ``mark`` is
-        the count of home reads before the write, if not now."""
+    def _spin_soon(self, loop: asyncio.AbstractEventLoop) -> None:
+        """A frame just went out from the home loop ``loop``: spin for the answer?"""
         if SPIN_NS == 0 or self._spin_due:
             return
         if self._spin_skips:
             self._spin_skips -= 1
             return
         self._spin_due = True
-        self._spin_mark = self._home_reads if mark < 0 else mark
-        if not from_thread:
-            loop.call_soon(self._spin, loop)
-            return
-        try:
-            loop.call_soon_threadsafe(self._spin, loop)
-        except RuntimeError:  # the home loop has closed: nobody reads there now
-            self._spin_due = False
+        self._spin_mark = self._home_reads
+        loop.call_soon(self._spin, loop)
 
     def _may_spin(self, loop: asyncio.AbstractEventLoop) -> bool:
         return not self.closed and not self._broken and self._home is loop and self._home_watching
