@@ -29,7 +29,7 @@ from workmesh import (
     Sender,
 )
 from workmesh import _transport as transport
-from workmesh._channel._mpsc import receiver_from_port, sender_from_port
+from workmesh._channel._mpsc import _FromRun, receiver_from_port, sender_from_port
 from workmesh._frames import Limits
 from workmesh._ids import new_port_id
 from workmesh._node import LocalNode, Port
@@ -476,6 +476,34 @@ def test_a_burst_to_a_channel_arrives_whole_and_in_order(io: IoLoop) -> None:
         return [i async for i in rx]
 
     assert asyncio.run(exchange()) == list(range(5000))
+    assert pair.cb._inbound.pending() == 0
+    pair.close()
+
+
+def test_runs_received_one_recv_at_a_time_arrive_whole_and_in_order(io: IoLoop) -> None:
+    """The same through await recv(), a message each: runs queued as one item
+    give their messages one by one, and their bytes back once consumed."""
+    pair = Pair(io)
+    rx = receiver_from_port(pair.pb, int)
+    tx = sender_from_port(pair.pa, int)
+
+    async def burst() -> None:
+        for i in range(5000):
+            tx.send(i)
+        tx.close()
+
+    async def receive() -> list[int]:
+        got: list[int] = []
+        with contextlib.suppress(ChannelClosed):
+            while True:
+                got.append(await rx.recv())
+        return got
+
+    asyncio.run(burst())
+    wait_until_delivered(pair)
+    queued = rx._core.items if rx._core is not None else ()
+    assert any(type(item) is _FromRun for item in queued), "no run was queued"
+    assert asyncio.run(receive()) == list(range(5000))
     assert pair.cb._inbound.pending() == 0
     pair.close()
 
