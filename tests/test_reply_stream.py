@@ -151,6 +151,29 @@ async def test_sender_closed_while_calls_wait_still_gets_the_answers() -> None:
 
 
 @aio
+async def test_an_answered_call_leaves_the_port_to_the_calls_still_waiting() -> None:
+    """Two calls wait when the last sender closes. The first is answered and its
+    reply receiver dropped (its call has nothing left to forget): the port stays
+    open for the second, and closes once that one is answered."""
+    send, recv = ported()
+    first, second = call(send, 1), call(send, 2)
+    await sent()
+    mux = send._core.replies if send._core is not None else None
+    assert mux is not None and len(mux.pending) == 2
+    send.close()
+    asks = [await within(recv.recv()), await within(recv.recv())]
+    asks[0].rpc.complete(10)
+    assert await within(first) == 10
+    del first
+    gc.collect()  # the first call's reply receiver is gone
+    assert len(mux.pending) == 1
+    asks[1].rpc.complete(20)
+    assert await within(second) == 20
+    with pytest.raises(wm.ChannelClosed):
+        await within(recv.recv())
+
+
+@aio
 async def test_receiver_moved_with_calls_in_progress_and_queued() -> None:
     send, recv = ported()
     first = call(send, 1)

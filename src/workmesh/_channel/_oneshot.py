@@ -309,6 +309,14 @@ class OneshotReceiver(Generic[T]):
         core, self._core = self._core, None
         if core is None:
             return
+        if core.state is _St.TAKEN:
+            # The value was taken here (only this end takes it), and its port
+            # closed then: nothing is held any more.  The lock, the value and the
+            # port are passed over -- the common end of a call's reply receiver.
+            core.receiver_alive = False
+            if core.mux is not None:
+                core.mux.forget(core.call_id)
+            return
         with core.lock:
             core.receiver_alive = False
             value, core.value = core.value, None

@@ -312,6 +312,10 @@ class ReplyMux:
 
     def forget(self, call_id: int) -> None:
         """The caller stopped waiting (cancelled, or the call could not be sent)."""
+        if call_id not in self.pending:
+            # Answered already (the answer took it out, and saw to closing the
+            # port when idle); ids are never reused, so no lock is needed to know.
+            return
         with self.lock:
             self.pending.pop(call_id, None)
             close = self.close_when_idle and not self.pending
