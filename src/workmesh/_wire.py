@@ -950,6 +950,17 @@ FrameBytes = bytes | bytearray  # a whole frame, as the decoder returns it
 ReadFrame = FrameBytes | LargeMessage  # what the decoder returns for a frame
 
 
+def _copy_into(buffer: bytearray, at: int, data: memoryview) -> None:
+    """Copy ``data`` into ``buffer`` at ``at``, once.
+
+    Through a view of the buffer: assigning a memoryview to a bytearray's slice
+    copies it into a temporary bytearray first (CPython), which was 4 % of the
+    receiving process's CPU in a 64 KiB stream.
+    """
+    with memoryview(buffer) as into:
+        into[at : at + len(data)] = data
+
+
 class FrameDecoder:
     """Splits a byte stream of framed frames, incrementally (sans-I/O).
 
@@ -1034,7 +1045,7 @@ class FrameDecoder:
         if self._big is not None:  # fed rather than read into room(): copy it there
             view = memoryview(data)
             take = min(len(self._big) - self._big_fill, len(view))
-            self._big[self._big_fill : self._big_fill + take] = view[:take]
+            _copy_into(self._big, self._big_fill, view[:take])
             frames = self.filled(take)
             if not frames:
                 return frames
@@ -1063,7 +1074,7 @@ class FrameDecoder:
                     if DIRECT_READ <= length <= DIRECT_READ_MAX:
                         got = end_of_data - pos - PREFIX_LEN
                         big = self._new_big(length)
-                        big[:got] = src[pos + PREFIX_LEN : end_of_data]
+                        _copy_into(big, 0, src[pos + PREFIX_LEN : end_of_data])
                         self._big, self._big_fill, self._big_fds = big, got, nfds
                         self._big_split = split
                         pos = end_of_data
