@@ -13,7 +13,7 @@ import socket
 import termios
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import pytest
@@ -480,17 +480,22 @@ def test_a_burst_to_a_channel_arrives_whole_and_in_order(io: IoLoop) -> None:
     pair.close()
 
 
+def send_in_one_turn(tx: Sender[int], values: Iterable[int]) -> None:
+    """Send ``values`` on ``tx`` within one turn of a loop: a burst, merged into runs."""
+
+    async def burst() -> None:
+        for value in values:
+            tx.send(value)
+
+    asyncio.run(burst())
+
+
 def test_runs_received_one_recv_at_a_time_arrive_whole_and_in_order(io: IoLoop) -> None:
     """The same through await recv(), a message each: runs queued as one item
     give their messages one by one, and their bytes back once consumed."""
     pair = Pair(io)
     rx = receiver_from_port(pair.pb, int)
     tx = sender_from_port(pair.pa, int)
-
-    async def burst() -> None:
-        for i in range(5000):
-            tx.send(i)
-        tx.close()
 
     async def receive() -> list[int]:
         got: list[int] = []
@@ -499,7 +504,8 @@ def test_runs_received_one_recv_at_a_time_arrive_whole_and_in_order(io: IoLoop) 
                 got.append(await rx.recv())
         return got
 
-    asyncio.run(burst())
+    send_in_one_turn(tx, range(5000))
+    tx.close()
     wait_until_delivered(pair)
     queued = rx._core.items if rx._core is not None else ()
     assert any(type(item) is _FromRun for item in queued), "no run was queued"
@@ -512,13 +518,7 @@ def test_a_run_read_in_part_then_dropped_gives_its_bytes_back(io: IoLoop) -> Non
     pair = Pair(io)
     rx = receiver_from_port(pair.pb, int)
     tx = sender_from_port(pair.pa, int)
-
-    async def burst() -> None:
-        for i in range(1000):
-            tx.send(i)
-        tx.send(-1)
-
-    asyncio.run(burst())
+    send_in_one_turn(tx, [*range(1000), -1])
     wait_until_delivered(pair)
     got = [rx.recv_blocking(timeout=10) for _ in range(10)]
     assert got == list(range(10))
