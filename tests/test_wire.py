@@ -725,6 +725,8 @@ def test_a_split_the_frame_does_not_fit_leaves_the_frame_whole_for_the_node() ->
         (with_port, 40),
         (run, 40),
         (garbage, 40),
+        (b"", 1),  # too short to take apart: never looked at for a split
+        (b"\x96", 1),
     ]
     for frame, split in cases:
         got = FrameDecoder().feed(frame_prefix(len(frame), 0, split) + frame)
