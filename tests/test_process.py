@@ -589,8 +589,10 @@ def test_a_child_reads_its_link_on_the_loop_of_the_asyncio_worker_it_serves() ->
                 tree = (await wm.inspect(mesh, timeout=5)).to_dict()
                 (child,) = tree["children"].values()
                 (link,) = child["process"]["connections"].values()
-                # How often the reading loop spun for an answer, and found it then.
+                # How often the reading loop spun for an answer, found it then,
+                # and had the spin run by a coroutine about to park.
                 assert 0 <= link["spin_reads"] <= link["spins"], link
+                assert 0 <= link["spins_in_place"] <= link["spins"], link
                 reader: str = link["read_on"]
                 return reader
 

@@ -16,16 +16,56 @@ import threading
 import pytest
 
 import workmesh as wm
+from workmesh import _transport as transport
 from workmesh._process import Mesh
 
 from .helpers.aio import run, within
-from .helpers.children import DROP, HOLD, Ask, CallerParams, RelayParams
+from .helpers.children import DROP, HOLD, Ask, CallerParams, EchoParams, RelayParams
 
 pytestmark = pytest.mark.timeout(60)
 
 CHILDREN = "tests.helpers.children"
 THREADS = 4
 CALLS_PER_THREAD = 100
+
+
+def test_calls_and_receives_spin_for_their_answers_in_place(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """On asyncio's loop a call, or a recv(), about to park for what a child sends
+    back runs the loop's spin for it in its own place: answers and echoes come
+    back right and in order, and the parent's link counts spins run in place.
+    (The spin's budget is raised so that no spin gives up on a slow machine.)"""
+    monkeypatch.setattr(transport, "SPIN_NS", 10 * 10**9)
+
+    async def main() -> None:
+        async with Mesh("test") as mesh:
+            tx, rx = wm.channel(Ask)
+            child = await mesh.spawn("answer", f"{CHILDREN}:answer", rx)
+            link = mesh.runtime.connections[child.node_id]
+            assert await within(tx.call(Ask, 0)) == 1000  # the link is up
+            before = link.spins_in_place
+            answers = [await tx.call(Ask, i) for i in range(1, 41)]  # no task of its own
+            assert answers == [1000 + i for i in range(1, 41)]
+            calls_in_place = link.spins_in_place - before
+            tx.close()
+            assert await within(child.wait()) == 0
+
+            req_tx, req_rx = wm.channel(int)
+            rep_tx, rep_rx = wm.channel(int)
+            echo = await mesh.spawn("echo", f"{CHILDREN}:echo", EchoParams(req_rx, rep_tx))
+            link = mesh.runtime.connections[echo.node_id]
+            got = []
+            for i in range(40):
+                req_tx.send(i)
+                got.append(await rep_rx.recv())
+            assert got == list(range(40))
+            req_tx.close()
+            assert await within(echo.wait()) == 0
+            assert calls_in_place > 0
+            assert link.spins_in_place > 0
+
+    run(main)
 
 
 def test_a_dropped_rpc_closes_its_call_and_the_channel_goes_on() -> None:

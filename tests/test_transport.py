@@ -32,7 +32,7 @@ from workmesh import _transport as transport
 from workmesh._channel._mpsc import _FromRun, receiver_from_port, sender_from_port
 from workmesh._frames import Limits
 from workmesh._ids import new_port_id
-from workmesh._node import LocalNode, Port
+from workmesh._node import LocalNode, Port, owed_spins, spin_before_park
 from workmesh._transport import Connection, IoLoop
 from workmesh._wire import (
     BY_REFERENCE,
@@ -911,6 +911,110 @@ def test_a_spin_reads_the_answer_itself(io: IoLoop, monkeypatch: pytest.MonkeyPa
     assert [p.data for p in answers.items] == [b"answer to %d" % i for i in range(5)]
     assert set(answers.threads) == {threading.get_ident()}
     assert (pair.cb.spins, pair.cb.spin_reads) == (5, 5)
+    pair.close()
+
+
+def test_a_coroutine_about_to_park_runs_the_spin_in_place(
+    io: IoLoop, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On asyncio's loop, with nothing else ready, the spin a write made due is run
+    by the next coroutine to park (spin_before_park): the answer is read and
+    delivered within it, and the loop's own turn for the spin then passes over."""
+    pair = spinning_pair(io, monkeypatch, 30 * 10**9, Echo())  # a: read by the I/O thread
+    answers = ThreadInbox()  # on b, read on the home loop
+    pair.pb.set_handler(answers)
+    me = threading.get_ident()
+    seen: list[tuple[bool, int, int]] = []  # (owed to b, answers after, spins after turn)
+
+    async def homed() -> None:
+        pair.cb.adopt()
+        for i in range(5):
+            pair.pb.send(Payload(b"%d" % i))  # a spin is due, and owed to this thread
+            owed = owed_spins.get(me) is pair.cb
+            assert spin_before_park()
+            delivered = len(answers.items)  # before the loop has taken a turn
+            await a_turn()  # the loop's turn for the spin: passes over
+            seen.append((owed, delivered, pair.cb.spins))
+        assert me not in owed_spins
+        assert not spin_before_park()  # nothing owed: nothing run
+        pair.cb.leave_home()
+
+    asyncio.run(homed())
+    assert seen == [(True, i + 1, i + 1) for i in range(5)]
+    assert [p.data for p in answers.items] == [b"answer to %d" % i for i in range(5)]
+    assert set(answers.threads) == {me}
+    assert (pair.cb.spins, pair.cb.spin_reads, pair.cb.spins_in_place) == (5, 5, 5)
+    pair.close()
+
+
+def test_no_spin_in_place_with_other_work_ready_or_on_uvloop(
+    io: IoLoop, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A parking coroutine leaves the spin to the loop's turn while asyncio's loop
+    has another callback ready, and always on uvloop's loop, which does not show
+    what is ready; the answer still comes, read on the home loop."""
+    pair = spinning_pair(io, monkeypatch, 30 * 10**9, Echo())
+    answers = ThreadInbox()
+    pair.pb.set_handler(answers)
+
+    async def homed(busy: bool) -> None:
+        loop = asyncio.get_running_loop()
+        pair.cb.adopt()
+        arrived: asyncio.Future[None] = loop.create_future()
+        answers.when_count(len(answers.items) + 1, lambda: arrived.set_result(None))
+        if busy:
+            loop.call_soon(lambda: None)  # other work, ready before the spin's turn
+        pair.pb.send(Payload(b"ask"))
+        assert spin_before_park()  # owed, but not run here
+        assert pair.cb._spin_due
+        await arrived  # read by the loop: in its turn's spin, or by its selector
+        pair.cb.leave_home()
+
+    asyncio.run(homed(busy=True))
+    with uvloop_runner() as runner:
+        runner.run(homed(busy=False))
+    assert [p.data for p in answers.items] == [b"answer to ask"] * 2
+    assert set(answers.threads) == {threading.get_ident()}
+    assert pair.cb.spins_in_place == 0
+    pair.close()
+
+
+def test_spins_in_place_wait_for_a_turn_of_the_loop_every_so_often(
+    io: IoLoop, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """At most IN_PLACE_RUN spins run in place between two turns of the loop for
+    the connection: a coroutine whose every answer came in place would keep the
+    loop from its timers and other sockets.  The next one parks, the loop's turn
+    reads its answer, and spins in place may begin again."""
+    pair = spinning_pair(io, monkeypatch, 30 * 10**9, Echo())
+    answers = ThreadInbox()
+    pair.pb.set_handler(answers)
+    run = transport.IN_PLACE_RUN
+    in_place: list[int] = []
+    fired: list[int] = []  # answers delivered when a timer set at the start fired
+
+    async def homed() -> None:
+        loop = asyncio.get_running_loop()
+        pair.cb.adopt()
+        loop.call_later(0, lambda: fired.append(len(answers.items)))
+        for rounds in (1, 2):
+            for _ in range(run + 1):
+                pair.pb.send(Payload(b"x"))
+                spin_before_park()
+                in_place.append(pair.cb.spins_in_place)
+            # The last was left to the loop: its answer comes in a turn of it.
+            arrived: asyncio.Future[None] = loop.create_future()
+            want = rounds * (run + 1)
+            answers.when_count(want, lambda f=arrived: f.set_result(None))
+            if len(answers.items) < want:
+                await arrived
+        pair.cb.leave_home()
+
+    asyncio.run(homed())
+    first = list(range(1, run + 1))
+    assert in_place == [*first, run, *[run + n for n in first], 2 * run]
+    assert len(answers.items) == 2 * (run + 1)
+    assert fired == [run]  # the timer ran at the first turn the loop got
     pair.close()
 
 

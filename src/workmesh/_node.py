@@ -1384,6 +1384,48 @@ def watch_hops(hops: list[object] | None) -> None:
     _hop_watch.hops = hops
 
 
+# ----------------------------------------------------------------- owed spins
+# A connection read on an event loop, having just written from it, schedules a
+# spin on that loop for the answer (see Connection in _transport).  A coroutine on
+# the same loop that is about to park on a channel may run that spin itself first:
+# when the answer comes within it, the coroutine goes on without parking, sparing
+# the loop two turns (the spin's, then the coroutine's) and the waiter's future.
+# The table is keyed by thread: a loop runs on one.  It is empty unless some loop
+# owes a spin, so a receiver with nothing owed pays only a test of its truth.
+
+
+class OwedSpin(Protocol):
+    def spin_in_place(self) -> None:
+        """Run the spin now if it is still due and the loop has nothing else to do."""
+
+
+owed_spins: Final[dict[int, OwedSpin]] = {}
+
+
+def owe_spin(spin: OwedSpin) -> None:
+    """A spin is due on this thread's loop (call on that thread)."""
+    owed_spins[threading.get_ident()] = spin
+
+
+def drop_owed_spin(spin: OwedSpin) -> None:
+    """The loop took its turn for ``spin``: forget it, unless another took its place."""
+    ident = threading.get_ident()
+    if owed_spins.get(ident) is spin:
+        del owed_spins[ident]
+
+
+def spin_before_park() -> bool:
+    """A coroutine is about to park: run the spin its thread owes, if any.
+
+    Returns whether one was owed (the caller looks for its message again).
+    """
+    spin = owed_spins.pop(threading.get_ident(), None)
+    if spin is None:
+        return False
+    spin.spin_in_place()
+    return True
+
+
 def _remote_failure(blame: NodeId) -> NodeError:
     return NodeError(f"port failed on remote node due to node {node_name(blame)}")
 

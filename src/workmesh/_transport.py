@@ -47,7 +47,15 @@ from ._errors import PayloadError
 from ._fd import OwnedFd
 from ._frames import Limits
 from ._ids import NodeId, node_name
-from ._node import THREAD_HOP, LocalNode, ProtocolError, watch_hops
+from ._node import (
+    THREAD_HOP,
+    LocalNode,
+    ProtocolError,
+    drop_owed_spin,
+    owe_spin,
+    owed_spins,
+    watch_hops,
+)
 from ._wire import FrameDecoder, Inbound, ReadFrame, frame_prefix
 
 log = logging.getLogger(__name__)
@@ -90,6 +98,9 @@ SPIN_BACKOFF_MAX = 64  # writes a run of failed spins may make without spinning
 # peer needs to answer.  Measured, four children on two CPUs (quick runs, pure):
 # p99 0.9-1.9 ms without, 0.47-0.52 ms with; a lone round trip unchanged.
 SPIN_YIELD_EVERY = 16
+# Spins a coroutine may run in place (see Connection.spin_in_place) before the loop
+# must take a turn.
+IN_PLACE_RUN = 16
 
 
 def spin_budget_ns(value: str | None, cpus: int) -> int:
@@ -290,13 +301,16 @@ class Connection:
         self._io_seen = 0  # _home_reads when the I/O thread last looked
         self._io_suspect = False  # data waited once already with no home progress
         self._io_pause: asyncio.TimerHandle | None = None
-        self._spin_due = False  # _spin is scheduled on the home loop
+        self._spin_due = False  # a spin for an answer is due on the home loop
+        self._spin_queued_on: asyncio.AbstractEventLoop | None = None  # _spin_turn's loop
+        self._in_place_run = 0  # spins run in place since that loop's last turn for us
         self._spin_skips = 0  # writes left to make without spinning (backing off)
         self._spin_backoff = 0
         self._spin_mark = 0  # _home_reads when the spin became due
         self._probe: Any = None  # a poll object on the socket, made at the first spin
-        self.spins = 0  # diagnostics: spins begun, and those that found data
-        self.spin_reads = 0
+        # Diagnostics: spins begun, those that found data, and those that a
+        # coroutine about to park ran in place.
+        self.spins = self.spin_reads = self.spins_in_place = 0
         self.closed = False
         self.error: BaseException | None = None
 
@@ -502,17 +516,31 @@ class Connection:
 
     def _spin_soon(self, loop: asyncio.AbstractEventLoop) -> None:
         """A frame just went out from the home loop ``loop``: spin for the answer?"""
-        if SPIN_NS == 0 or self._spin_due:
+        if SPIN_NS == 0 or (self._spin_due and self._spin_queued_on is loop):
             return
         if self._spin_skips:
             self._spin_skips -= 1
             return
         self._spin_due = True
         self._spin_mark = self._home_reads
-        loop.call_soon(self._spin, loop)
+        owe_spin(self)  # a coroutine that parks on this loop first may run it
+        if self._spin_queued_on is not loop:
+            self._spin_queued_on = loop
+            loop.call_soon(self._spin_turn, loop)
 
     def _may_spin(self, loop: asyncio.AbstractEventLoop) -> bool:
         return not self.closed and not self._broken and self._home is loop and self._home_watching
+
+    def _spin_turn(self, loop: asyncio.AbstractEventLoop) -> None:
+        """The loop's turn for the spin _spin_soon made due (unless one ran in place)."""
+        if self._spin_queued_on is not loop:
+            return  # reading moved to another loop, which has a turn of its own
+        self._spin_queued_on = None
+        self._in_place_run = 0
+        if owed_spins:
+            drop_owed_spin(self)
+        if self._spin_due:
+            self._spin(loop)
 
     def _spin(self, loop: asyncio.AbstractEventLoop) -> None:
         self._spin_due = False
@@ -520,12 +548,49 @@ class Connection:
             return
         if getattr(loop, "_ready", None):  # asyncio's queue of ready callbacks
             return
+        self._spin_now(loop)
+
+    # A coroutine about to park on a channel runs the due spin in its place
+    # (spin_before_park in _node): one whose answer comes within the spin then goes
+    # on at once, where the loop would have taken a turn to spin and another to run
+    # it.  Measured (callgrind, the calling thread of a small call to a plain child,
+    # pure build): see docs/performance.md.  Only on a loop that shows its queue of
+    # ready callbacks (asyncio's; uvloop's does not), only while nothing but the
+    # loop's own turn for the spin waits there, and at most IN_PLACE_RUN times
+    # between two turns of the loop for this connection: a coroutine whose every
+    # call is answered in place would otherwise keep the loop from its timers and
+    # its other sockets.
+
+    def spin_in_place(self) -> None:
+        """A coroutine on the home loop is about to park: run the due spin now?"""
+        loop = self._home
+        if (
+            not self._spin_due
+            or self._in_place_run >= IN_PLACE_RUN
+            or loop is None
+            or asyncio._get_running_loop() is not loop
+        ):
+            return
+        ready = getattr(loop, "_ready", None)  # asyncio's queue of ready callbacks
+        if ready is None or len(ready) > (1 if self._spin_queued_on is loop else 0):
+            # Other work is ready (besides the loop's turn for this spin), or the
+            # loop does not say (uvloop's): let the coroutine park.
+            return
+        self._spin_due = False
+        if not self._may_spin(loop):
+            return
+        self._in_place_run += 1
+        if self._spin_now(loop):
+            self.spins_in_place += 1
+
+    def _spin_now(self, loop: asyncio.AbstractEventLoop) -> bool:
+        """Poll the socket for the answer, reading what comes; whether a spin began."""
         if self._home_reads != self._spin_mark:
-            return  # the loop has read from the socket since the write: no need
+            return False  # the loop has read from the socket since the write: no need
         if self._holding:
             # Frames of this turn wait for its end (_end_burst, scheduled after this
             # spin): an answer to them cannot come before they go.  That write spins.
-            return
+            return False
         probe = self._probe
         if probe is None:
             probe = self._probe = select.poll()
@@ -544,7 +609,7 @@ class Connection:
                     if not found:
                         self._spin_backoff = min(2 * self._spin_backoff + 1, SPIN_BACKOFF_MAX)
                         self._spin_skips = self._spin_backoff
-                    return
+                    return True
             if not found:
                 found = True
                 self.spin_reads += 1
@@ -554,7 +619,7 @@ class Connection:
             # polling for it rather than sleep until it has all come -- unless what
             # was read moved reading elsewhere or ended the connection.
             if not self._decoder.pending or not self._may_spin(loop):
-                return
+                return True
 
     def _end_burst(self) -> None:
         """The sending loop finished the turn in which it wrote: write the rest."""
@@ -806,6 +871,8 @@ class Connection:
         housekeeping frames waited on its timer: the caller sends them."""
         self._home_unwatch()
         self._home = None
+        if owed_spins:
+            drop_owed_spin(self)  # a coroutine parking here later has nothing to run
         lazy, self._home_lazy = self._home_lazy, None
         if lazy is None:
             return False

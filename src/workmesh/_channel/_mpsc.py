@@ -40,7 +40,7 @@ from .._errors import (
     NodeError,
     PayloadError,
 )
-from .._node import Port, local_node
+from .._node import Port, local_node, owed_spins, spin_before_park
 from .._wire import Codec, Payload, RunPayload, SplicedPayload, codec_for
 from ._calls import call as _call
 from ._calls import call_failable as _call_failable
@@ -219,7 +219,14 @@ class _Core:
 
 
 _EMPTY: Final = object()
-_CONTROL: Final = frozenset({_FromPort, _FromRun, _PortEnd, _Attach})
+
+
+class _SpinOwed:
+    """Not a queued item: what recv() takes when it is to run an owed spin first."""
+
+
+_SPIN_OWED: Final = _SpinOwed()
+_CONTROL: Final = frozenset({_FromPort, _FromRun, _PortEnd, _Attach, _SpinOwed})
 
 
 class Sender(Generic[T]):
@@ -448,6 +455,7 @@ class Receiver(Generic[T]):
         core = self._core
         if core is None:
             core = self._live_core()  # raises
+        spun = False
         while True:
             # The steps of _take and _ready, inline: a message sent within this
             # process comes back as it is, with no call but the lock's.  Measured
@@ -465,11 +473,20 @@ class Receiver(Generic[T]):
                 elif core.senders == 0 and not core.ports:
                     self._terminated = True
                     raise ChannelClosed()
+                elif owed_spins and not spun:
+                    # Before parking, the spin this thread's loop owes (once: the
+                    # table may hold other threads' spins).
+                    spun = True
+                    item = _SPIN_OWED
+                    waiter = None
                 else:
                     waiter = core.waiter = AsyncWaiter()
             if waiter is None:
                 if type(item) not in _CONTROL:
                     return item  # type: ignore[no-any-return]
+                if item is _SPIN_OWED:
+                    spin_before_park()
+                    continue
                 value = self._ready(core, item)
                 if value is not _EMPTY:
                     return cast(T, value)

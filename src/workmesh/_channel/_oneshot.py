@@ -16,7 +16,7 @@ from time import monotonic
 from typing import Any, Final, Generic, NoReturn, TypeVar, cast
 
 from .._errors import ChannelClosed, ChannelErrorKind, ChannelFailed, NodeError, PayloadError
-from .._node import Port, local_node
+from .._node import Port, local_node, owed_spins, spin_before_park
 from .._wire import Payload, codec_for
 from ._reply import CallMarker, ReplyMux, ReplySlot
 from ._waiter import AsyncWaiter, ThreadWaiter, Waiter
@@ -286,6 +286,8 @@ class OneshotReceiver(Generic[T]):
             value = self._outcome()
             if value is not _PENDING:
                 return cast(T, value)
+            if owed_spins and spin_before_park():
+                continue  # the loop's spin for an answer ran here: look again
             waiter = AsyncWaiter()
             if self._park(waiter):
                 await waiter.fut

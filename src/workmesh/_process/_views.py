@@ -62,8 +62,10 @@ class ProcessView:
                 "closed": conn.closed,
                 "queued_segments": conn.queued_segments,
                 "read_on": conn.read_on,  # a thread's name: see Connection.adopt
-                # Spins for an answer begun, and those that found it (Connection._spin).
+                # Spins for an answer begun, those that found it, and those run in
+                # place by a coroutine about to park (Connection._spin_now).
                 "spins": conn.spins,
                 "spin_reads": conn.spin_reads,
+                "spins_in_place": conn.spins_in_place,
             }
             resp.child(node_name(peer), state)
