@@ -714,6 +714,11 @@ class LocalNode:
             self._send_peer(port, _Event(ACK_CHANGE_PEER))
             if port.state is PortState.FAILED:  # the old peer was out of reach
                 return
+            # Until our acknowledgement reaches it, the proxy we leave may fail (the
+            # node it forwards to dies) and tell us so -- perhaps after this port
+            # has ended, talking to its peer's new place.  That notice is a late
+            # frame, not a forged id.
+            self._remember_failed(port.id)
             port.next_local_seq -= event.delta
             port.peer = self._resolve(new_peer)
             if not isinstance(port.peer, Port):
@@ -771,7 +776,9 @@ class LocalNode:
         self._deregister(port)
 
     def _remember_failed(self, port_id: PortId) -> None:
-        """Keep the id of a port whose peer may not know yet that it failed.
+        """Keep the id of a port that late frames may still reach once it is gone:
+        its peer may not know yet that it failed, or the proxy it just left may
+        yet report a failure.
 
         Two generations bound the memory: an id is kept for at least
         ``_FAILED_GENERATION`` later failures, far longer than frames stay in flight.

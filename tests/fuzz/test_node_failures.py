@@ -295,3 +295,38 @@ def test_ends_redirected_towards_a_lost_node_fail() -> None:
     net.pump()
     assert end_0.error is not None, "the end on node 0 talks into a lost node, unaware"
     assert end_2.error is not None, "the end on node 2 waits for ever"
+
+
+def test_a_proxy_failing_after_its_port_ended_elsewhere_is_no_forgery() -> None:
+    """A port on node 0 hears (ChangePeer) that its peer moved on from node 1 to
+    node 2, and ends there, while its acknowledgement to node 1's proxy is still
+    on the way.  Node 2 dies; the proxy fails and tells node 0's port, which is
+    gone by then.  That is a late frame for it, not a forged id: the link between
+    nodes 1 and 0 must not be cut, and the proxy must settle."""
+    net = MemoryNetwork()
+    n0, n1, n2 = (net.add_node() for _ in range(3))
+    to_n1, at_n1 = net.pair(n0, n1)
+    to_n2, at_n2 = net.pair(n1, n2)
+    arrivals_n1, arrivals_n2 = Catch(), Catch()
+    at_n1.set_handler(arrivals_n1)
+    at_n2.set_handler(arrivals_n2)
+    here, mover = n0.new_pair()
+    here.set_handler(Catch())
+    to_n1.send(Payload(b"", [mover]))
+    net.pump()
+    (on_n1,) = arrivals_n1.ports
+    to_n2.send(Payload(b"", [on_n1]))
+
+    def deliver_all_but_node_0_to_node_1() -> None:
+        links = [(a, b) for a, b in itertools.permutations((n0, n1, n2), 2) if (a, b) != (n0, n1)]
+        while any([net.deliver_one(a, b) for a, b in links]):
+            pass
+
+    deliver_all_but_node_0_to_node_1()
+    assert n1.moving_ports(), "node 1 keeps a proxy until node 0 acknowledges"
+    here.close()  # to the peer's new place, on node 2
+    deliver_all_but_node_0_to_node_1()
+    net.kill(n2)
+    net.pump()
+    assert not net.protocol_errors, net.protocol_errors
+    assert not n1.moving_ports(), "node 1's proxy never settled"
