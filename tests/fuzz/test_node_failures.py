@@ -231,14 +231,19 @@ class Catch:
         self.error = error
 
 
+def carrier(net: MemoryNetwork, src: LocalNode, dst: LocalNode) -> tuple[Port, Catch]:
+    """A port on ``src`` to send ports to ``dst`` with; what arrives there is caught."""
+    to_dst, at_dst = net.pair(src, dst)
+    arrivals = Catch()
+    at_dst.set_handler(arrivals)
+    return to_dst, arrivals
+
+
 def move_towards_a_lost_node() -> tuple[MemoryNetwork, list[LocalNode], Catch]:
     net = MemoryNetwork()
     n0, n1, n2 = (net.add_node() for _ in range(3))
-    to_n2, at_n2 = net.pair(n0, n2)
-    to_n1, at_n1 = net.pair(n2, n1)
-    arrivals_n2, arrivals_n1 = Catch(), Catch()
-    at_n2.set_handler(arrivals_n2)
-    at_n1.set_handler(arrivals_n1)
+    to_n2, arrivals_n2 = carrier(net, n0, n2)
+    to_n1, _arrivals_n1 = carrier(net, n2, n1)
     mover, stays = n0.new_pair()
     stays_end = Catch()
     stays.set_handler(stays_end)
@@ -277,11 +282,8 @@ def test_ends_redirected_towards_a_lost_node_fail() -> None:
     with what they send dropped on the floor."""
     net = MemoryNetwork()
     n0, n1, n2 = (net.add_node() for _ in range(3))
-    to_n0, at_n0 = net.pair(n1, n0)
-    to_n2, at_n2 = net.pair(n1, n2)
-    arrivals_n0, arrivals_n2 = Catch(), Catch()
-    at_n0.set_handler(arrivals_n0)
-    at_n2.set_handler(arrivals_n2)
+    to_n0, arrivals_n0 = carrier(net, n1, n0)
+    to_n2, arrivals_n2 = carrier(net, n1, n2)
     one, other = n1.new_pair()
     net.cut(n0, n2)
     to_n0.send(Payload(b"", [one]))
@@ -305,11 +307,8 @@ def test_a_proxy_failing_after_its_port_ended_elsewhere_is_no_forgery() -> None:
     nodes 1 and 0 must not be cut, and the proxy must settle."""
     net = MemoryNetwork()
     n0, n1, n2 = (net.add_node() for _ in range(3))
-    to_n1, at_n1 = net.pair(n0, n1)
-    to_n2, at_n2 = net.pair(n1, n2)
-    arrivals_n1, arrivals_n2 = Catch(), Catch()
-    at_n1.set_handler(arrivals_n1)
-    at_n2.set_handler(arrivals_n2)
+    to_n1, arrivals_n1 = carrier(net, n0, n1)
+    to_n2, _arrivals_n2 = carrier(net, n1, n2)
     here, mover = n0.new_pair()
     here.set_handler(Catch())
     to_n1.send(Payload(b"", [mover]))
