@@ -94,7 +94,7 @@ Wake = Callable[[], None]
 Address = tuple[NodeId, PortId]
 
 
-_FAILED_GENERATION = 16384
+_LATE_GENERATION = 16384
 
 
 class ProtocolError(WorkmeshError):
@@ -306,10 +306,11 @@ class LocalNode:
         self._wakes: list[Wake] = []
         self._deferred_closes: list[Port] = []
         self._settle_waiters: list[Wake] = []
-        # Ports that failed while their peer may still be talking to them: a frame
-        # for one of these is a late arrival, not a forgery (see _receive).
-        self._failed_ids: set[PortId] = set()
-        self._failed_ids_old: set[PortId] = set()
+        # Ports gone while frames may still come for them (they failed, or just
+        # left a proxy): a frame for one of these is a late arrival, not a forgery
+        # (see _receive and _expect_late_frames).
+        self._late_ids: set[PortId] = set()
+        self._late_ids_old: set[PortId] = set()
         self.on_unknown_node: Callable[[NodeId], None] | None = None
         # Event loops (opaque tokens here) that offered to read connections while
         # they run, with how many times each did; told of a withdrawal: listeners.
@@ -718,7 +719,7 @@ class LocalNode:
             # node it forwards to dies) and tell us so -- perhaps after this port
             # has ended, talking to its peer's new place.  That notice is a late
             # frame, not a forged id.
-            self._remember_failed(port.id)
+            self._expect_late_frames(port.id)
             port.next_local_seq -= event.delta
             port.peer = self._resolve(new_peer)
             if not isinstance(port.peer, Port):
@@ -772,20 +773,22 @@ class LocalNode:
         if port.handler is not None:
             port.handler.port_failed(port, error, self._wakes)
         if port.registered:
-            self._remember_failed(port.id)
+            self._expect_late_frames(port.id)
         self._deregister(port)
 
-    def _remember_failed(self, port_id: PortId) -> None:
+    def _expect_late_frames(self, port_id: PortId) -> None:
         """Keep the id of a port that late frames may still reach once it is gone:
-        its peer may not know yet that it failed, or the proxy it just left may
-        yet report a failure.
+        it failed and its peer may not know yet, or the proxy it just left may
+        yet report a failure.  A frame for such an id is dropped, not taken for
+        a forgery.
 
         Two generations bound the memory: an id is kept for at least
-        ``_FAILED_GENERATION`` later failures, far longer than frames stay in flight.
+        ``_LATE_GENERATION`` ids kept after it (failures and peer changes), far
+        longer than frames stay in flight.
         """
-        if len(self._failed_ids) >= _FAILED_GENERATION:
-            self._failed_ids_old, self._failed_ids = self._failed_ids, set()
-        self._failed_ids.add(port_id)
+        if len(self._late_ids) >= _LATE_GENERATION:
+            self._late_ids_old, self._late_ids = self._late_ids, set()
+        self._late_ids.add(port_id)
 
     def _failure_for(self, dest: Port | Address, error: NodeError) -> NodeError:
         """What a port's neighbour is told when the port fails.
@@ -1134,8 +1137,8 @@ class LocalNode:
         port = self._ports.get(target)
         if port is None:
             _close_fds(fds)
-            if target in self._failed_ids or target in self._failed_ids_old:
-                log.debug("dropping a late frame for failed port %s", port_name(target))
+            if target in self._late_ids or target in self._late_ids_old:
+                log.debug("dropping a late frame for port %s, gone here", port_name(target))
                 if type(frame) is not FailPortFrame:
                     # Whoever sent it may not know: tell its node.
                     self._emit((source, target), _Event(PEER_GONE))
@@ -1297,7 +1300,7 @@ class LocalNode:
         failure = self._failed_nodes.get(peer_node)
         peer_port = PortId(record.peer_port)
         if peer_node == self.id and peer_port != ZERO_ID and peer_port not in self._ports:
-            if peer_port in self._failed_ids or peer_port in self._failed_ids_old:
+            if peer_port in self._late_ids or peer_port in self._late_ids_old:
                 failure = NodeError("its peer port here had failed")
             else:
                 raise ProtocolError(
@@ -1309,7 +1312,7 @@ class LocalNode:
             port.error = failure or _remote_failure(peer_node)
             # Frames for it may still come (the old node failing its proxy, say):
             # late ones, not forgeries.
-            self._remember_failed(port.id)
+            self._expect_late_frames(port.id)
             if record.peer_port != ZERO_ID:
                 # It was live where it came from: the old node's proxy waits for an
                 # acknowledgement that will not come, and its peer must learn that
