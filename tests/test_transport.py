@@ -647,6 +647,61 @@ def test_a_home_loop_that_stops_running_does_not_stall_its_connection(io: IoLoop
     pair.close()
 
 
+def test_the_io_thread_stays_away_while_the_home_loop_reads(
+    io: IoLoop, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Once the I/O thread looks away from a home loop's socket, each check that
+    finds the home loop has read since keeps it away, not watching; a check that
+    finds no progress has it watch again, and read in a blocked home's place."""
+    # The checks are made here, by hand: no timer may make one meanwhile.
+    monkeypatch.setattr(transport, "HOME_CHECK", 60.0)
+    monkeypatch.setattr(transport, "HOME_GRACE", 60.0)
+    pair = Pair(io)
+    inbox = ThreadInbox()
+    pair.pb.set_handler(inbox)
+    conn = pair.cb
+
+    def look_away() -> None:  # as on a readable socket the home loop has been reading
+        conn._io_seen = conn._home_reads - 1
+        conn._io_readable()
+
+    def check() -> bool:  # as the look-away's timer would; whether it watches after
+        pause = conn._io_pause
+        assert pause is not None, "a check is due"
+        pause.cancel()
+        conn._io_look_again()
+        return conn._io_watching
+
+    async def homed() -> None:
+        conn.adopt()
+        loop = asyncio.get_running_loop()
+        io.call_sync(look_away)
+        assert not conn._io_watching
+
+        async def read_at_home(n: int) -> None:
+            arrived: asyncio.Future[None] = loop.create_future()
+            inbox.when_count(n, lambda: loop.call_soon_threadsafe(arrived.set_result, None))
+            pair.pa.send(Payload(b"%d" % n))
+            await arrived
+
+        for n in (1, 2):
+            await read_at_home(n)
+            assert io.call_sync(check) is False, "the home loop read: the I/O thread stays away"
+        assert io.call_sync(check) is True, "no read since the last check: it watches again"
+        assert conn._io_pause is None
+        # Watching again, it reads in the place of a home loop that blocks.
+        monkeypatch.setattr(transport, "HOME_GRACE", 0.001)
+        pair.pa.send(Payload(b"3"))
+        got = inbox.wait_for(3)  # blocks this loop: nothing here can read
+        assert [p.data for p in got] == [b"1", b"2", b"3"]
+        conn.leave_home()
+
+    asyncio.run(homed())
+    me = threading.get_ident()
+    assert inbox.threads == [me, me, io.thread.ident]
+    pair.close()
+
+
 def test_a_connection_ending_while_homed_fails_its_ports_and_closes_its_socket(
     io: IoLoop,
 ) -> None:

@@ -800,10 +800,16 @@ class Connection:
     # Without a home loop the I/O thread reads every frame and hands each message to
     # the loop or thread waiting for it: a thread hop per message, on each side of a
     # round trip.  adopt() moves reading to the loop that does the messaging.  The
-    # I/O thread still watches the socket, but looks away for HOME_CHECK whenever it
-    # sees the home loop making progress; if data waits HOME_GRACE with no home
-    # progress (the loop is blocked, or stopped between runs), it reads in its place
-    # until the home loop comes back.  Either reader holds _rlock, so frames are
+    # I/O thread still watches the socket, but once it sees the home loop making
+    # progress it looks away, and looks again at the progress every HOME_CHECK
+    # without watching meanwhile, for as long as the home loop keeps reading; a
+    # check that finds none has it watch again.  If data then waits HOME_GRACE with
+    # no home progress (the loop is blocked, or stopped between runs), it reads in
+    # its place until the home loop comes back.  (Watching again at every check
+    # instead woke the I/O thread for the next frame each time and cost two
+    # changes to its watch list: measured on small round trips to a child, the
+    # I/O threads' CPU per call fell to a third without it; see
+    # docs/performance.md.)  Either reader holds _rlock, so frames are
     # decoded and delivered once and in order.  Measured on a small Rpc round trip to
     # a child whose worker is asyncio, with both ends homed: see docs/performance.md.
     #
@@ -979,15 +985,31 @@ class Connection:
                 self._home_watching = False
 
     def _io_watch(self) -> None:
-        self._io_pause = None
+        """The I/O thread watches the socket (again)."""
+        if self._io_pause is not None:
+            self._io_pause.cancel()  # a look-away cut short (the home loop let go)
+            self._io_pause = None
         if not self.closed and not self._io_watching:
             self.io._loop.add_reader(self.sock.fileno(), self._io_readable)
             self._io_watching = True
 
     def _io_look_away(self, delay: float) -> None:
+        """Stop watching the socket; look at the home loop's progress after ``delay``."""
         _unwatch(self.io._loop, self.sock.fileno(), reading=True)
         self._io_watching = False
-        self._io_pause = self.io._loop.call_later(delay, self._io_watch)
+        self._io_pause = self.io._loop.call_later(delay, self._io_look_again)
+
+    def _io_look_again(self) -> None:
+        """The end of a look-away: while the home loop reads, stay away; else watch."""
+        self._io_pause = None
+        if not self.closed and self._home is not None and self._home_watching:
+            reads = self._home_reads
+            if reads != self._io_seen:  # it read meanwhile: no need to watch
+                self._io_seen = reads
+                self._io_suspect = False
+                self._io_pause = self.io._loop.call_later(HOME_CHECK, self._io_look_again)
+                return
+        self._io_watch()
 
     def _io_readable(self) -> None:
         if self._home is not None and self._home_watching:
