@@ -530,7 +530,11 @@ class Connection:
             return
         self._spin_due = True
         self._spin_mark = self._home_reads
-        owe_spin(self)  # a coroutine that parks on this loop first may run it
+        if self._home_queue is not None:
+            # A coroutine that parks on this loop first may run it: on a loop that
+            # shows what is ready only (see spin_in_place).  On uvloop's, owing it
+            # would cost each receive about to park a check for nothing.
+            owe_spin(self)
         if self._spin_queued_on is not loop:
             self._spin_queued_on = loop
             loop.call_soon(self._spin_turn, loop)
