@@ -73,14 +73,15 @@ def call(send: wm.Sender[Any], value: int) -> asyncio.Task[Any]:
 @aio
 async def test_answer_comes_back_on_the_request_stream() -> None:
     send, recv = ported()
-    task = call(send, 20)
-    ask = await within(recv.recv())
-    # What arrived names no port of its own: the answer goes back the way it came.
-    assert type(ask.rpc.reply._core.slot) is _reply.ReplySlot
-    assert ask.rpc.reply._core.remote is None
-    ask.rpc.complete(ask.rpc.input + 1)
-    assert await within(task) == 21
-    assert waiting(send) == 0
+    for value in (20, 30):  # the first call of a message type, then one after it
+        task = call(send, value)
+        ask = await within(recv.recv())
+        # What arrived names no port of its own: the answer goes back the way it came.
+        assert type(ask.rpc.reply._core.slot) is _reply.ReplySlot
+        assert ask.rpc.reply._core.remote is None
+        ask.rpc.complete(ask.rpc.input + 1)
+        assert await within(task) == value + 1
+        assert waiting(send) == 0
     send.close()
     recv.close()
 

@@ -94,7 +94,7 @@ Wake = Callable[[], None]
 Address = tuple[NodeId, PortId]
 
 
-_LATE_GENERATION = 16384
+_LATE_GENERATION: Final = 16384
 
 
 class ProtocolError(WorkmeshError):
@@ -119,7 +119,7 @@ _PEERED: Final = PortState.PEERED
 
 # Legal transitions: (state, event) -> new state.  Failure is legal from every live
 # state and is handled separately.
-_TRANSITIONS: dict[tuple[PortState, str], PortState] = {
+_TRANSITIONS: Final[dict[tuple[PortState, str], PortState]] = {
     (PortState.PEERED, "send_away"): PortState.SENDING,
     (PortState.PEERED, "bridge"): PortState.PROXYING,
     (PortState.PEERED, "closed"): PortState.DONE,
@@ -177,11 +177,11 @@ class _Event:
         self.error = error
 
 
-_tiebreak = itertools.count()
+_tiebreak: Final = itertools.count()
 # Frames nobody waits for: the transport may send them late, with the next other one.
 # (Other events are marked lazy one by one where they are made: see _Event.lazy.)
-_HOUSEKEEPING = frozenset((ACK_CHANGE_PEER,))
-_BATCH_FRAMES = 128
+_HOUSEKEEPING: Final = frozenset((ACK_CHANGE_PEER,))
+_BATCH_FRAMES: Final = 128
 
 
 class Port:
@@ -1374,7 +1374,7 @@ def _routes_through(port: Port, node_id: NodeId, depth: int = 0) -> bool:
 # costs that loop a wake-up from its selector: ~25 µs of a round trip on two CPUs.
 # Whoever delivers frames may watch where such wakes go (an opaque token per loop,
 # named by the waker) and move its reading there: see Connection in _transport.
-_hop_watch = threading.local()
+_hop_watch: Final = threading.local()
 
 
 # The target a waker names when it wakes a plain thread (blocked outside any loop).

@@ -64,11 +64,11 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 READ_BUFFER = 256 * 1024
-WRITE_BATCH = 256 * 1024
+WRITE_BATCH: Final = 256 * 1024
 MAX_FDS_PER_SEND = 250  # the kernel's SCM_MAX_FD is 253
-_MSG_CTRUNC = int(socket.MSG_CTRUNC)  # a plain int: the flag enum's & is slow
-LAZY_DELAY = 0.001  # seconds housekeeping frames may wait for company
-BURST_BACKSTOP = 0.002  # seconds a blocked sender's queued frames may wait
+_MSG_CTRUNC: Final = int(socket.MSG_CTRUNC)  # a plain int: the flag enum's & is slow
+LAZY_DELAY: Final = 0.001  # seconds housekeeping frames may wait for company
+BURST_BACKSTOP: Final = 0.002  # seconds a blocked sender's queued frames may wait
 HOME_CHECK = 0.002  # seconds the I/O thread looks away while the home loop reads
 HOME_GRACE = 0.001  # seconds data may wait unread before the I/O thread reads it
 REHOME_VOTES = 4  # reads in a row whose messages all woke one other loop: move there
@@ -79,10 +79,10 @@ REHOME_VOTES = 4  # reads in a row whose messages all woke one other loop: move 
 # child: 57k -> 70k messages/s; small messages unchanged.  Memory is used only
 # while messages wait in the socket.
 SOCKET_BUFFER = 1 << 20
-MAX_IOV = 512  # below the kernel's IOV_MAX of 1024 buffers per sendmsg
-_FD_SIZE = array.array("i").itemsize
-_ANC_SIZE = socket.CMSG_SPACE(MAX_FDS_PER_SEND * _FD_SIZE)
-_SMALL_FRAME = 4096  # frames up to this size are copied behind their header
+MAX_IOV: Final = 512  # below the kernel's IOV_MAX of 1024 buffers per sendmsg
+_FD_SIZE: Final = array.array("i").itemsize
+_ANC_SIZE: Final = socket.CMSG_SPACE(MAX_FDS_PER_SEND * _FD_SIZE)
+_SMALL_FRAME: Final = 4096  # frames up to this size are copied behind their header
 # A piece of a frame waiting to be written; see Connection._out.
 _Buffer = bytes | memoryview  # memoryview: the unwritten rest of a piece written in part
 _Piece = _Buffer | tuple[bytes, list[OwnedFd]]
@@ -93,12 +93,12 @@ _Piece = _Buffer | tuple[bytes, list[OwnedFd]]
 SPIN_ENV = "WORKMESH_SPIN_US"
 SPIN_DEFAULT_US = 100
 SPIN_MAX_US = 10_000
-SPIN_BACKOFF_MAX = 64  # writes a run of failed spins may make without spinning
+SPIN_BACKOFF_MAX: Final = 64  # writes a run of failed spins may make without spinning
 # Polls between offers of the CPU to any other thread that is ready to run on it:
 # with more busy processes than CPUs, a spinner may be holding the very CPU its
 # peer needs to answer.  Measured, four children on two CPUs (quick runs, pure):
 # p99 0.9-1.9 ms without, 0.47-0.52 ms with; a lone round trip unchanged.
-SPIN_YIELD_EVERY = 16
+SPIN_YIELD_EVERY: Final = 16
 # Spins a coroutine may run in place (see Connection.spin_in_place) before the loop
 # must take a turn.
 IN_PLACE_RUN = 16

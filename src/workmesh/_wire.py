@@ -87,8 +87,8 @@ class ResourceKind:
     check: Callable[[Any], None] | None = None  # raises PayloadError if take would fail
 
 
-_kinds_by_cls: dict[type[Any], ResourceKind] = {}
-_kinds_by_code: dict[int, ResourceKind] = {}
+_kinds_by_cls: Final[dict[type[Any], ResourceKind]] = {}
+_kinds_by_code: Final[dict[int, ResourceKind]] = {}
 
 
 def register_resource_kind(kind: ResourceKind) -> None:
@@ -376,7 +376,7 @@ class _DecodeCtx:
 
 # Outside any decode the hooks see a context with no resources: a reference in a
 # payload that carries none is then reported as out of range, like any other.
-_NO_RESOURCES = _DecodeCtx([])
+_NO_RESOURCES: Final = _DecodeCtx([])
 
 
 class _State(threading.local):
@@ -384,7 +384,9 @@ class _State(threading.local):
     dec: _DecodeCtx = _NO_RESOURCES
 
 
-_state = _State()
+# Final, as are the frame codecs below: the compiled build then reads them with
+# no lookup in the module's namespace (a few hundred instructions a call).
+_state: Final = _State()
 
 
 def _index_bytes(index: int) -> bytes:
@@ -466,7 +468,7 @@ def _describe(obj: Any) -> str:
     return {dict: "object", list: "array", type(None): "null"}.get(type(obj), type(obj).__name__)
 
 
-_plain_encoder = msgspec.msgpack.Encoder()
+_plain_encoder: Final = msgspec.msgpack.Encoder()
 _plain_decoder = msgspec.msgpack.Decoder()
 _nested_decoder = msgspec.msgpack.Decoder(tuple[int, int, bytes])
 
@@ -767,8 +769,8 @@ def message_frame(
     return MessageFrame(target, seq, close, cast("memoryview | None", data), records)
 
 
-_frame_encoder = msgspec.msgpack.Encoder()
-_frame_decoder: msgspec.msgpack.Decoder[Frame] = msgspec.msgpack.Decoder(Frame)
+_frame_encoder: Final = msgspec.msgpack.Encoder()
+_frame_decoder: Final[msgspec.msgpack.Decoder[Frame]] = msgspec.msgpack.Decoder(Frame)
 
 
 # The encoder's own method: no Python frame of ours per frame encoded.

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import typing
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Final
 
 from .._node import Port, local_node
 from .._wire import BY_REFERENCE, Payload, SplicedPayload
@@ -24,24 +24,27 @@ from ._oneshot import OneshotReceiver, OneshotSender, _Once, oneshot, retype_one
 from ._reply import CallMarker, ReplyMux, call_head
 from ._rpc import Err, FailableRpc, Ok, Rpc
 
-_field_cache: dict[tuple[type[Any], type[Any]], tuple[str, Any] | None] = {}
+_field_cache: Final[dict[tuple[type[Any], type[Any]], tuple[str, Any] | None]] = {}
 
 
 def _rpc_field(msg_type: type[Any], rpc_cls: type[Any]) -> tuple[str, Any] | None:
     """The (field name, reply type) of the one field of ``msg_type`` that holds an rpc."""
     key = (msg_type, rpc_cls)
-    if key not in _field_cache:
-        found = None
-        try:
-            hints = typing.get_type_hints(msg_type)
-        except Exception:
-            hints = {}
-        for name, hint in hints.items():
-            if typing.get_origin(hint) is rpc_cls:
-                found = (name, typing.get_args(hint)[1])
-                break
-        _field_cache[key] = found
-    return _field_cache[key]
+    try:
+        return _field_cache[key]  # one lookup: this runs at every call
+    except KeyError:
+        pass  # the first call with this message type
+    found = None
+    try:
+        hints = typing.get_type_hints(msg_type)
+    except Exception:
+        hints = {}
+    for name, hint in hints.items():
+        if typing.get_origin(hint) is rpc_cls:
+            found = (name, typing.get_args(hint)[1])
+            break
+    _field_cache[key] = found
+    return found
 
 
 def _placed(channel_type: Any, msg: Any, rpc: Any) -> tuple[bool, Any]:
