@@ -469,8 +469,8 @@ def _describe(obj: Any) -> str:
 
 
 _plain_encoder: Final = msgspec.msgpack.Encoder()
-_plain_decoder = msgspec.msgpack.Decoder()
-_nested_decoder = msgspec.msgpack.Decoder(tuple[int, int, bytes])
+_plain_decoder: Final = msgspec.msgpack.Decoder()
+_nested_decoder: Final = msgspec.msgpack.Decoder(tuple[int, int, bytes])
 
 
 class Codec:
