@@ -1022,21 +1022,29 @@ class Connection:
     def _io_look_again(self) -> None:
         """The end of a look-away: while the home loop reads, stay away; else watch."""
         self._io_pause = None
-        if not self.closed and self._home is not None and self._home_watching:
-            reads = self._home_reads
-            if reads != self._io_seen:  # it read meanwhile: no need to watch
-                self._io_seen = reads
-                self._io_suspect = False
-                self._io_pause = self.io._loop.call_later(HOME_CHECK, self._io_look_again)
-                return
+        if (
+            not self.closed
+            and self._home is not None
+            and self._home_watching
+            and self._home_progressed()  # it read meanwhile: no need to watch
+        ):
+            self._io_pause = self.io._loop.call_later(HOME_CHECK, self._io_look_again)
+            return
         self._io_watch()
+
+    def _home_progressed(self) -> bool:
+        """Whether the home loop has read since the I/O thread last looked; if so,
+        the I/O thread notes how far it got and trusts it again."""
+        reads = self._home_reads
+        if reads == self._io_seen:
+            return False
+        self._io_seen = reads
+        self._io_suspect = False
+        return True
 
     def _io_readable(self) -> None:
         if self._home is not None and self._home_watching:
-            reads = self._home_reads
-            if reads != self._io_seen:  # the home loop is reading: leave it to it
-                self._io_seen = reads
-                self._io_suspect = False
+            if self._home_progressed():  # the home loop is reading: leave it to it
                 self._io_look_away(HOME_CHECK)
                 return
             if not self._io_suspect:  # it may be about to: give it a grace period
